@@ -1,0 +1,1216 @@
+//! The whole protocol, as a pure state machine: `Core::handle` takes an event (a command,
+//! a message, a link change, the passing of time) and pushes actions (send, persist, print).
+//! There are no sockets, threads, clocks, randomness or files in here; the shell in
+//! `node.rs` and the simulator in `sim.rs` supply all of those.
+//!
+//! Each depth of the chain is one instance of Paxos. The value chosen for a depth is a batch
+//! of transfers; every node seals the decided batch onto its chain the same way (see
+//! `Ledger::seal`), so a value never has to name the block below it.
+//!
+//! Multi-Paxos: a node that wins phase 1 (prepare/promise) with ballot b holds it for every
+//! depth above its chain and then runs only phase 2 (accept/accepted), several depths at
+//! once, until a higher ballot appears. Other nodes forward their queued transfers to it.
+//! When it falls silent they run for leader themselves after a random delay, as in the seed.
+
+use crate::commands::Command;
+use crate::ledger::{Block, Ledger, NodeId, Transfer, TxId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
+/// The value Paxos chooses for one depth: a batch of transfers offered by `proposer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub proposer: NodeId,
+    pub transfers: Vec<Transfer>,
+}
+
+/// What nodes say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// "Here I am": sent when a link comes up, so the peer learns our depth.
+    Hello,
+    /// Phase 1a: promise me every depth from `depth` up.
+    Prepare { ballot: Ballot, depth: u64 },
+    /// Phase 1b, with every value this acceptor accepted above its chain.
+    Promise {
+        ballot: Ballot,
+        accepted: Vec<(u64, Ballot, Proposal)>,
+    },
+    /// A refusal: the acceptor promised `promised`, which is higher than `ballot`.
+    Reject { ballot: Ballot, promised: Ballot },
+    /// Phase 2a.
+    Accept {
+        ballot: Ballot,
+        depth: u64,
+        value: Proposal,
+    },
+    /// Phase 2b.
+    Accepted { ballot: Ballot, depth: u64 },
+    /// The value accepted at (ballot, depth) is chosen. It names the value, not re-sends it.
+    Decide { ballot: Ballot, depth: u64 },
+    /// The leader is alive.
+    Heartbeat { ballot: Ballot },
+    /// An origin hands its own queued transfers to the leader.
+    Forward { transfers: Vec<Transfer> },
+    /// Send me committed blocks from depth `from` on.
+    CatchUp { from: u64 },
+    /// Committed blocks, in order.
+    Blocks { blocks: Vec<Block> },
+}
+
+/// A message plus the sender's chain depth, which lets any peer notice that it is behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub depth: u64,
+    pub msg: Message,
+}
+
+/// What must survive a crash, besides the chain itself. Storage appends these to a log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The highest ballot this node promised (or used itself).
+    Promise(Ballot),
+    /// A value this node accepted.
+    Accept {
+        depth: u64,
+        ballot: Ballot,
+        value: Proposal,
+    },
+    /// A transfer this node queued from its own account.
+    Queue(Transfer),
+}
+
+/// Everything that can happen to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Command(Command),
+    Message {
+        from: NodeId,
+        env: Envelope,
+    },
+    Link {
+        peer: NodeId,
+        up: bool,
+    },
+    /// Time has passed (or a batch of events ended): run timers and propose.
+    Tick,
+}
+
+/// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
+/// before it performs any `Send` or `Print` of that batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        to: Vec<NodeId>,
+        env: Envelope,
+    },
+    Persist(Record),
+    /// Append a decided block to the chain.
+    Commit(Block),
+    /// A line for stdout.
+    Print(String),
+    /// Send `to` the committed blocks from depth `from` on, read from the chain on disk.
+    ServeBlocks {
+        to: NodeId,
+        from: u64,
+    },
+    /// Print every block of the chain.
+    PrintChain,
+    /// Exit at once, without cleanup (crashNode).
+    Crash,
+}
+
+/// Timers and sizes, in milliseconds and counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Random wait before running for leader.
+    pub delay_min: u64,
+    pub delay_max: u64,
+    pub heartbeat: u64,
+    /// Silence after which followers presume the leader gone.
+    pub leader_timeout: u64,
+    /// Retransmission interval for accepts, forwards and catch-up requests.
+    pub resend: u64,
+    /// Depths a leader may have in flight at once.
+    pub window: usize,
+    /// Transfers per block at most.
+    pub max_batch: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            delay_min: 20,
+            delay_max: 100,
+            heartbeat: 100,
+            leader_timeout: 1000,
+            resend: 250,
+            window: 8,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// Who this node is and how it behaves.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub id: NodeId,
+    pub nodes: usize,
+    pub timing: Timing,
+    pub verbose: bool,
+    /// Seeds the node's private random number generator (election delays).
+    pub seed: u64,
+}
+
+/// A leader's view of one depth in flight.
+#[derive(Clone, Debug)]
+struct Slot {
+    value: Proposal,
+    acks: Vec<bool>,
+    sent_at: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Leadership {
+    ballot: Ballot,
+    next_depth: u64,
+    inflight: BTreeMap<u64, Slot>,
+    /// The ledger as it will be once every depth in flight is decided.
+    projected: Ledger,
+    /// Transfers offered by each origin, by sequence number, not yet proposed.
+    intake: Vec<BTreeMap<u64, Transfer>>,
+    last_heartbeat: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Candidacy {
+    ballot: Ballot,
+    /// For each node that promised: its chain depth and the values it had accepted.
+    promises: BTreeMap<NodeId, (u64, Vec<(u64, Ballot, Proposal)>)>,
+    started: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Role {
+    Follower,
+    Candidate(Candidacy),
+    Leader(Leadership),
+}
+
+/// One node's protocol state.
+#[derive(Clone, Debug)]
+pub struct Core {
+    id: NodeId,
+    n: usize,
+    timing: Timing,
+    verbose: bool,
+    rng: u64,
+    now: u64,
+    ledger: Ledger,
+    // Acceptor.
+    promised: Ballot,
+    accepted: BTreeMap<u64, (Ballot, Proposal)>,
+    // Learner: decided values waiting for the depths below them.
+    decided: BTreeMap<u64, Proposal>,
+    // Proposer.
+    role: Role,
+    highest_seen: Ballot,
+    leader: Option<Ballot>,
+    heard_leader_at: u64,
+    election_at: Option<u64>,
+    // This node's own queue: transfers from its account, not yet committed.
+    queue: BTreeMap<u64, Transfer>,
+    next_own_seq: u64,
+    unsent: Vec<Transfer>,
+    forwarded_at: Option<u64>,
+    // Links and catch-up.
+    severed: Vec<bool>,
+    link_up: Vec<bool>,
+    peer_depth: Vec<u64>,
+    catch_up: Option<(NodeId, u64)>,
+}
+
+fn rand_next(state: &mut u64) -> u64 {
+    // splitmix64: tiny, fast and deterministic for a given seed.
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Core {
+    /// Rebuilds a node from its committed chain (as a `Ledger`) and its persisted records.
+    pub fn recover(
+        params: Params,
+        ledger: Ledger,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Core {
+        assert!(params.id < params.nodes && params.nodes == ledger.balances.len());
+        let id = params.id;
+        let mut core = Core {
+            id,
+            n: params.nodes,
+            timing: params.timing,
+            verbose: params.verbose,
+            rng: params.seed,
+            now: 0,
+            promised: Ballot::default(),
+            accepted: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            role: Role::Follower,
+            highest_seen: Ballot::default(),
+            leader: None,
+            heard_leader_at: 0,
+            election_at: None,
+            queue: BTreeMap::new(),
+            next_own_seq: ledger.next_seq[id],
+            unsent: Vec::new(),
+            forwarded_at: None,
+            severed: vec![false; params.nodes],
+            link_up: vec![false; params.nodes],
+            peer_depth: vec![0; params.nodes],
+            catch_up: None,
+            ledger,
+        };
+        for record in records {
+            core.replay(record);
+        }
+        core.highest_seen = core.promised;
+        core
+    }
+
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Promise(b) => self.promised = self.promised.max(b),
+            Record::Accept {
+                depth,
+                ballot,
+                value,
+            } => {
+                self.promised = self.promised.max(ballot);
+                let newer = self.accepted.get(&depth).is_none_or(|(b, _)| *b <= ballot);
+                if depth > self.ledger.depth && newer {
+                    self.accepted.insert(depth, (ballot, value));
+                }
+            }
+            Record::Queue(t) => {
+                assert_eq!(t.debit(), self.id, "a node queues only its own transfers");
+                self.next_own_seq = self.next_own_seq.max(t.id.seq + 1);
+                if t.id.seq >= self.ledger.next_seq[self.id] {
+                    self.queue.insert(t.id.seq, t);
+                }
+            }
+        }
+    }
+
+    /// The records that a compacted log must keep: everything not yet settled by the chain.
+    pub fn live_records(&self) -> Vec<Record> {
+        let mut out = vec![Record::Promise(self.promised)];
+        for (&depth, (ballot, value)) in &self.accepted {
+            out.push(Record::Accept {
+                depth,
+                ballot: *ballot,
+                value: value.clone(),
+            });
+        }
+        out.extend(self.queue.values().map(|t| Record::Queue(*t)));
+        out
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn queue(&self) -> impl Iterator<Item = &Transfer> {
+        self.queue.values()
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The leader this node currently follows (or itself), if it has heard from one lately.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(_) => Some(self.id),
+            _ if self.leader_alive() => self.leader.map(|b| b.node),
+            _ => None,
+        }
+    }
+
+    /// Feeds one event to the node at time `now` (milliseconds, never decreasing).
+    pub fn handle(&mut self, now: u64, event: Event, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
+        match event {
+            Event::Command(cmd) => self.on_command(cmd, out),
+            Event::Message { from, env } => self.on_envelope(from, env, out),
+            Event::Link { peer, up } => self.on_link(peer, up, out),
+            Event::Tick => self.on_tick(out),
+        }
+    }
+
+    // ----- helpers -----
+
+    fn quorum(&self) -> usize {
+        self.n / 2 + 1
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        (0..self.n)
+            .filter(|&p| p != self.id && !self.severed[p])
+            .collect()
+    }
+
+    fn send(&self, to: Vec<NodeId>, msg: Message, out: &mut Vec<Action>) {
+        let to: Vec<NodeId> = to
+            .into_iter()
+            .filter(|&p| p != self.id && !self.severed[p])
+            .collect();
+        if !to.is_empty() {
+            out.push(Action::Send {
+                to,
+                env: Envelope {
+                    depth: self.ledger.depth,
+                    msg,
+                },
+            });
+        }
+    }
+
+    fn broadcast(&self, msg: Message, out: &mut Vec<Action>) {
+        self.send(self.others(), msg, out);
+    }
+
+    fn log(&self, out: &mut Vec<Action>, text: impl FnOnce() -> String) {
+        if self.verbose {
+            out.push(Action::Print(format!("[paxos] {}", text())));
+        }
+    }
+
+    fn random_delay(&mut self) -> u64 {
+        let span = self.timing.delay_max.saturating_sub(self.timing.delay_min) + 1;
+        self.timing.delay_min + rand_next(&mut self.rng) % span
+    }
+
+    fn leader_alive(&self) -> bool {
+        match self.leader {
+            Some(b) if b.node == self.id => self.is_leader(),
+            Some(_) => self.now < self.heard_leader_at + self.timing.leader_timeout,
+            None => false,
+        }
+    }
+
+    fn role_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Follower => None,
+            Role::Candidate(c) => Some(c.ballot),
+            Role::Leader(l) => Some(l.ballot),
+        }
+    }
+
+    fn queued_debits(&self) -> u64 {
+        self.queue.values().map(|t| t.amount).sum()
+    }
+
+    // ----- commands -----
+
+    fn on_command(&mut self, cmd: Command, out: &mut Vec<Action>) {
+        match cmd {
+            Command::Transfer {
+                debit,
+                credit,
+                amount,
+            } => self.on_transfer(debit, credit, amount, out),
+            Command::PrintBlockchain => out.push(Action::PrintChain),
+            Command::PrintBalance => self.print_balance(self.id, out),
+            Command::PrintBalances => (0..self.n).for_each(|p| self.print_balance(p, out)),
+            Command::PrintQueue => self.print_queue(out),
+            Command::Status => self.print_status(out),
+            Command::Crash => out.push(Action::Crash),
+            Command::Sever(peer) => self.set_severed(peer, true, out),
+            Command::Restore(peer) => self.set_severed(peer, false, out),
+        }
+    }
+
+    fn error(out: &mut Vec<Action>, text: String) {
+        out.push(Action::Print(format!("error: {text}")));
+    }
+
+    fn on_transfer(&mut self, debit: NodeId, credit: NodeId, amount: u64, out: &mut Vec<Action>) {
+        let available =
+            self.ledger.balances[self.id] - self.queued_debits().min(self.ledger.balances[self.id]);
+        let problem = if debit >= self.n || credit >= self.n {
+            Some(format!(
+                "unknown node {} (nodes are 0..{})",
+                debit.max(credit),
+                self.n - 1
+            ))
+        } else if debit != self.id {
+            Some(format!(
+                "node {} can only transfer from its own account {}",
+                self.id, self.id
+            ))
+        } else if debit == credit {
+            Some("debit and credit are the same account".to_string())
+        } else if amount == 0 {
+            Some("amount must be a positive integer".to_string())
+        } else if amount > available {
+            Some(format!(
+                "insufficient funds: {amount} requested, {available} available"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Self::error(out, problem);
+        }
+        let t = Transfer {
+            id: TxId {
+                node: self.id,
+                seq: self.next_own_seq,
+            },
+            credit,
+            amount,
+        };
+        self.next_own_seq += 1;
+        self.queue.insert(t.id.seq, t);
+        out.push(Action::Persist(Record::Queue(t)));
+        out.push(Action::Print(format!("queued {t}")));
+        match &mut self.role {
+            Role::Leader(l) => {
+                l.intake[self.id].insert(t.id.seq, t);
+            }
+            _ => self.unsent.push(t),
+        }
+    }
+
+    fn print_balance(&self, node: NodeId, out: &mut Vec<Action>) {
+        out.push(Action::Print(format!(
+            "balance {} {}",
+            node, self.ledger.balances[node]
+        )));
+    }
+
+    fn print_queue(&self, out: &mut Vec<Action>) {
+        if self.queue.is_empty() {
+            out.push(Action::Print("queue empty".to_string()));
+        }
+        for t in self.queue.values() {
+            out.push(Action::Print(format!("queue {t}")));
+        }
+    }
+
+    fn print_status(&self, out: &mut Vec<Action>) {
+        let role = match self.role {
+            Role::Follower => "follower",
+            Role::Candidate(_) => "candidate",
+            Role::Leader(_) => "leader",
+        };
+        let leader = self
+            .known_leader()
+            .map_or("none".to_string(), |l| l.to_string());
+        out.push(Action::Print(format!(
+            "node {} depth {} head {} ballot {} leader {} role {} queue {} transfers {}",
+            self.id,
+            self.ledger.depth,
+            self.ledger.head,
+            self.promised,
+            leader,
+            role,
+            self.queue.len(),
+            self.ledger.transfers
+        )));
+        for p in (0..self.n).filter(|&p| p != self.id) {
+            let state = match (self.severed[p], self.link_up[p]) {
+                (true, _) => "severed",
+                (false, true) => "up",
+                (false, false) => "down",
+            };
+            out.push(Action::Print(format!("link {p} {state}")));
+        }
+    }
+
+    fn set_severed(&mut self, peer: NodeId, severed: bool, out: &mut Vec<Action>) {
+        if peer >= self.n || peer == self.id {
+            return Self::error(out, format!("no link from node {} to node {peer}", self.id));
+        }
+        self.severed[peer] = severed;
+        let word = if severed { "severed" } else { "restored" };
+        out.push(Action::Print(format!("link {peer} {word}")));
+        if !severed {
+            self.send(vec![peer], Message::Hello, out);
+        }
+    }
+
+    // ----- links and messages -----
+
+    fn on_link(&mut self, peer: NodeId, up: bool, out: &mut Vec<Action>) {
+        if peer >= self.n || peer == self.id {
+            return;
+        }
+        self.link_up[peer] = up;
+        if up {
+            self.send(vec![peer], Message::Hello, out);
+        }
+    }
+
+    fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
+        if from >= self.n || from == self.id || self.severed[from] {
+            return;
+        }
+        self.peer_depth[from] = self.peer_depth[from].max(env.depth);
+        match env.msg {
+            Message::Hello => {}
+            Message::Prepare { ballot, depth } => self.on_prepare(from, ballot, depth, out),
+            Message::Promise { ballot, accepted } => {
+                self.on_promise(from, ballot, env.depth, accepted, out)
+            }
+            Message::Reject { ballot, promised } => self.on_reject(ballot, promised, out),
+            Message::Accept {
+                ballot,
+                depth,
+                value,
+            } => self.on_accept(from, ballot, depth, value, out),
+            Message::Accepted { ballot, depth } => self.on_accepted(from, ballot, depth, out),
+            Message::Decide { ballot, depth } => self.on_decide(from, ballot, depth, out),
+            Message::Heartbeat { ballot } => self.on_heartbeat(from, ballot, out),
+            Message::Forward { transfers } => self.on_forward(from, transfers),
+            Message::CatchUp { from: depth } => out.push(Action::ServeBlocks {
+                to: from,
+                from: depth,
+            }),
+            Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
+        }
+        self.maybe_catch_up(from, out);
+    }
+
+    /// Asks `peer` for the blocks we miss, unless a request is already out.
+    fn maybe_catch_up(&mut self, peer: NodeId, out: &mut Vec<Action>) {
+        let waiting = self
+            .catch_up
+            .is_some_and(|(_, deadline)| self.now < deadline);
+        if self.peer_depth[peer] > self.ledger.depth && !waiting {
+            self.catch_up = Some((peer, self.now + self.timing.resend));
+            let from = self.ledger.depth + 1;
+            self.log(out, || {
+                format!("behind node {peer}: asking for blocks from depth {from}")
+            });
+            self.send(vec![peer], Message::CatchUp { from }, out);
+        }
+    }
+
+    /// Notes a higher ballot. If it beats our own candidacy or leadership, we step down.
+    fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        if self.role_ballot().is_some_and(|mine| ballot > mine) {
+            self.step_down(ballot, out);
+        }
+    }
+
+    fn step_down(&mut self, winner: Ballot, out: &mut Vec<Action>) {
+        self.log(out, || format!("stepping down: ballot {winner} is higher"));
+        self.role = Role::Follower;
+        if self.leader.is_some_and(|b| b.node == self.id) {
+            self.leader = None;
+        }
+        self.forwarded_at = None;
+    }
+
+    /// Accept, Decide and Heartbeat with a ballot we honour all say who leads.
+    fn follow(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
+        self.see_ballot(ballot, out);
+        if ballot.node == self.id {
+            return;
+        }
+        if self.leader != Some(ballot) {
+            self.log(out, || {
+                format!("following leader {} (ballot {ballot})", ballot.node)
+            });
+            self.forwarded_at = None; // hand the whole queue to the new leader
+        }
+        self.leader = Some(ballot);
+        self.heard_leader_at = self.now;
+        self.election_at = None;
+    }
+
+    // ----- acceptor -----
+
+    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+        self.see_ballot(ballot, out);
+        if ballot < self.promised {
+            let promised = self.promised;
+            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            out.push(Action::Persist(Record::Promise(ballot)));
+        }
+        if self.leader.is_some_and(|b| b < ballot) {
+            self.leader = None;
+        }
+        let accepted: Vec<(u64, Ballot, Proposal)> = self
+            .accepted
+            .range(depth..)
+            .map(|(&d, (b, v))| (d, *b, v.clone()))
+            .collect();
+        self.log(out, || {
+            format!(
+                "promise ballot {ballot} to node {from} ({} accepted values)",
+                accepted.len()
+            )
+        });
+        self.send(vec![from], Message::Promise { ballot, accepted }, out);
+    }
+
+    fn on_accept(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        depth: u64,
+        value: Proposal,
+        out: &mut Vec<Action>,
+    ) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+        }
+        self.follow(ballot, out);
+        let raised = ballot > self.promised;
+        self.promised = ballot;
+        if depth > self.ledger.depth {
+            self.log(out, || {
+                format!(
+                    "accept depth {depth} ballot {ballot} ({} transfers)",
+                    value.transfers.len()
+                )
+            });
+            let record = Record::Accept {
+                depth,
+                ballot,
+                value: value.clone(),
+            };
+            self.accepted.insert(depth, (ballot, value));
+            out.push(Action::Persist(record));
+        } else if raised {
+            // Already decided here, so by Paxos this is the chosen value; keep only the promise.
+            out.push(Action::Persist(Record::Promise(ballot)));
+        }
+        self.send(vec![from], Message::Accepted { ballot, depth }, out);
+    }
+
+    fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, out: &mut Vec<Action>) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+        }
+        self.follow(ballot, out);
+    }
+
+    // ----- learner -----
+
+    fn on_decide(&mut self, from: NodeId, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+        if ballot >= self.promised {
+            self.follow(ballot, out);
+        }
+        if depth <= self.ledger.depth || self.decided.contains_key(&depth) {
+            return;
+        }
+        match self.accepted.get(&depth) {
+            Some((b, value)) if *b == ballot => {
+                self.log(out, || {
+                    format!("learned depth {depth} is decided (ballot {ballot})")
+                });
+                self.decided.insert(depth, value.clone());
+                self.apply_decided(out);
+            }
+            _ => {
+                // We never accepted that value: fetch the block once the decider has it.
+                self.peer_depth[from] = self.peer_depth[from].max(depth);
+            }
+        }
+    }
+
+    /// Seals and commits every decided value that now sits directly on the chain.
+    fn apply_decided(&mut self, out: &mut Vec<Action>) {
+        while let Some(value) = self.decided.remove(&(self.ledger.depth + 1)) {
+            let block = self.ledger.seal(value.proposer, &value.transfers);
+            let applied = self.ledger.apply(&block);
+            assert!(
+                applied.is_ok(),
+                "a block sealed on our own ledger must apply: {applied:?}"
+            );
+            self.after_commit(block, out);
+        }
+    }
+
+    /// Bookkeeping once `block` is the new head of `self.ledger`.
+    fn after_commit(&mut self, block: Block, out: &mut Vec<Action>) {
+        let depth = block.depth;
+        self.accepted = self.accepted.split_off(&(depth + 1));
+        self.decided = self.decided.split_off(&(depth + 1));
+        let mut lines = Vec::new();
+        let committed_own = block.transfers.iter().any(|t| t.debit() == self.id);
+        for t in block.transfers.iter().filter(|t| t.debit() == self.id) {
+            self.queue.remove(&t.id.seq);
+            lines.push(format!("committed {t} depth {depth}"));
+        }
+        if let Role::Leader(l) = &mut self.role {
+            for t in &block.transfers {
+                l.intake[t.debit()].remove(&t.id.seq);
+            }
+        }
+        self.log(out, || {
+            format!(
+                "committed block {depth} head {} ({} transfers)",
+                block.hash.short(),
+                block.transfers.len()
+            )
+        });
+        out.push(Action::Commit(block));
+        out.extend(lines.into_iter().map(Action::Print));
+        if self.queue.is_empty() {
+            self.election_at = None;
+        } else if committed_own && self.forwarded_at.is_some() {
+            self.forwarded_at = Some(self.now); // the leader is serving us: no need to resend yet
+        }
+    }
+
+    fn on_blocks(&mut self, from: NodeId, blocks: Vec<Block>, out: &mut Vec<Action>) {
+        if blocks.iter().any(|b| b.depth > self.ledger.depth) {
+            self.catch_up = None; // progress: the next chunk may be asked for at once
+        }
+        for block in blocks {
+            if block.depth <= self.ledger.depth {
+                continue;
+            }
+            if self.is_leader() {
+                // Someone decided past us: our leadership is stale.
+                self.step_down(self.highest_seen, out);
+            }
+            if let Err(e) = self.ledger.apply(&block) {
+                out.push(Action::Print(format!(
+                    "error: rejected block {} from node {from}: {e}",
+                    block.depth
+                )));
+                return;
+            }
+            self.after_commit(block, out);
+        }
+        self.apply_decided(out);
+    }
+
+    // ----- proposer -----
+
+    fn start_election(&mut self, out: &mut Vec<Action>) {
+        let round = self.promised.round.max(self.highest_seen.round) + 1;
+        let ballot = Ballot {
+            round,
+            node: self.id,
+        };
+        self.promised = ballot;
+        self.highest_seen = ballot;
+        self.leader = None;
+        self.election_at = None;
+        out.push(Action::Persist(Record::Promise(ballot)));
+        let mine: Vec<(u64, Ballot, Proposal)> = self
+            .accepted
+            .iter()
+            .map(|(&d, (b, v))| (d, *b, v.clone()))
+            .collect();
+        let mut promises = BTreeMap::new();
+        promises.insert(self.id, (self.ledger.depth, mine));
+        self.role = Role::Candidate(Candidacy {
+            ballot,
+            promises,
+            started: self.now,
+        });
+        let depth = self.ledger.depth + 1;
+        self.log(out, || {
+            format!("running for leader: prepare ballot {ballot} from depth {depth}")
+        });
+        self.broadcast(Message::Prepare { ballot, depth }, out);
+        self.try_win(out);
+    }
+
+    fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        depth: u64,
+        accepted: Vec<(u64, Ballot, Proposal)>,
+        out: &mut Vec<Action>,
+    ) {
+        if let Role::Candidate(c) = &mut self.role {
+            if c.ballot == ballot {
+                c.promises.insert(from, (depth, accepted));
+                self.log(out, || {
+                    format!("promise from node {from} for ballot {ballot}")
+                });
+                self.try_win(out);
+            }
+        }
+    }
+
+    fn on_reject(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Action>) {
+        if self.role_ballot() == Some(ballot) {
+            self.log(out, || {
+                format!("ballot {ballot} rejected: a node promised {promised}")
+            });
+        }
+        self.see_ballot(promised, out);
+    }
+
+    /// With promises from a majority, become leader: re-propose the values they accepted.
+    fn try_win(&mut self, out: &mut Vec<Action>) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        if c.promises.len() < self.quorum() {
+            return;
+        }
+        let ballot = c.ballot;
+        let (ahead, ahead_depth) = c
+            .promises
+            .iter()
+            .map(|(&p, (d, _))| (p, *d))
+            .max_by_key(|&(_, d)| d)
+            .unwrap();
+        let mut adopted: BTreeMap<u64, (Ballot, Proposal)> = BTreeMap::new();
+        for (depth, b, value) in c.promises.values().flat_map(|(_, acc)| acc.iter()) {
+            if *depth > self.ledger.depth && adopted.get(depth).is_none_or(|(ab, _)| ab < b) {
+                adopted.insert(*depth, (*b, value.clone()));
+            }
+        }
+        if ahead_depth > self.ledger.depth {
+            // Depths we do not have are decided; their values may be pruned. Catch up first.
+            self.log(out, || {
+                format!("node {ahead} is ahead (depth {ahead_depth}); catching up before leading")
+            });
+            self.role = Role::Follower;
+            self.election_at = Some(self.now + self.timing.resend);
+            self.catch_up = None;
+            self.peer_depth[ahead] = ahead_depth;
+            return self.maybe_catch_up(ahead, out);
+        }
+        self.become_leader(ballot, adopted, out);
+    }
+
+    fn become_leader(
+        &mut self,
+        ballot: Ballot,
+        adopted: BTreeMap<u64, (Ballot, Proposal)>,
+        out: &mut Vec<Action>,
+    ) {
+        self.log(out, || {
+            format!(
+                "elected leader with ballot {ballot} at depth {}",
+                self.ledger.depth + 1
+            )
+        });
+        let mut intake = vec![BTreeMap::new(); self.n];
+        intake[self.id] = self.queue.clone();
+        self.unsent.clear();
+        self.role = Role::Leader(Leadership {
+            ballot,
+            next_depth: self.ledger.depth + 1,
+            inflight: BTreeMap::new(),
+            projected: self.ledger.clone(),
+            intake,
+            last_heartbeat: self.now,
+        });
+        self.leader = Some(ballot);
+        self.election_at = None;
+        let top = adopted
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.ledger.depth);
+        for depth in self.ledger.depth + 1..=top {
+            // A hole nobody in our quorum accepted cannot have been chosen: fill it with nothing.
+            let value = adopted.get(&depth).map_or(
+                Proposal {
+                    proposer: self.id,
+                    transfers: vec![],
+                },
+                |(_, v)| v.clone(),
+            );
+            self.propose(value, out);
+        }
+        self.broadcast(Message::Heartbeat { ballot }, out);
+    }
+
+    /// Phase 2 for the leader's next depth: accept the value ourselves, then ask everyone.
+    fn propose(&mut self, value: Proposal, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let depth = l.next_depth;
+        let ballot = l.ballot;
+        let block = l.projected.seal(value.proposer, &value.transfers);
+        assert!(
+            l.projected.apply(&block).is_ok(),
+            "a sealed block applies to the ledger it was sealed on"
+        );
+        l.next_depth += 1;
+        let mut acks = vec![false; self.n];
+        acks[self.id] = true;
+        l.inflight.insert(
+            depth,
+            Slot {
+                value: value.clone(),
+                acks,
+                sent_at: self.now,
+            },
+        );
+        assert!(
+            self.promised == ballot,
+            "a leader has promised its own ballot"
+        );
+        self.accepted.insert(depth, (ballot, value.clone()));
+        out.push(Action::Persist(Record::Accept {
+            depth,
+            ballot,
+            value: value.clone(),
+        }));
+        self.log(out, || {
+            format!(
+                "propose depth {depth} ballot {ballot} ({} transfers)",
+                value.transfers.len()
+            )
+        });
+        self.broadcast(
+            Message::Accept {
+                ballot,
+                depth,
+                value,
+            },
+            out,
+        );
+        self.check_chosen(depth, out);
+    }
+
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        if let Some(slot) = l.inflight.get_mut(&depth) {
+            slot.acks[from] = true;
+            self.check_chosen(depth, out);
+        }
+    }
+
+    fn check_chosen(&mut self, depth: u64, out: &mut Vec<Action>) {
+        let quorum = self.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let chosen = l
+            .inflight
+            .get(&depth)
+            .is_some_and(|s| s.acks.iter().filter(|&&a| a).count() >= quorum);
+        if !chosen {
+            return;
+        }
+        let ballot = l.ballot;
+        let slot = l.inflight.remove(&depth).expect("slot exists");
+        self.log(out, || {
+            format!("depth {depth} chosen by a majority: decide")
+        });
+        self.decided.insert(depth, slot.value);
+        self.broadcast(Message::Decide { ballot, depth }, out);
+        self.apply_decided(out);
+    }
+
+    fn on_forward(&mut self, from: NodeId, transfers: Vec<Transfer>) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        // A node may only offer transfers from its own account.
+        for t in transfers.into_iter().filter(|t| t.debit() == from) {
+            if t.id.seq >= l.projected.next_seq[from] {
+                l.intake[from].insert(t.id.seq, t);
+            }
+        }
+    }
+
+    /// Takes the next batch from the intake: from each origin, the run of transfers that
+    /// continues its sequence on the projected ledger.
+    fn next_batch(l: &mut Leadership, max: usize) -> Vec<Transfer> {
+        let mut batch = Vec::new();
+        for (origin, offered) in l.intake.iter_mut().enumerate() {
+            let mut next = l.projected.next_seq[origin];
+            *offered = offered.split_off(&next);
+            while batch.len() < max {
+                match offered.remove(&next) {
+                    Some(t) => batch.push(t),
+                    None => break,
+                }
+                next += 1;
+            }
+        }
+        batch
+    }
+
+    // ----- time -----
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if self
+            .catch_up
+            .is_some_and(|(_, deadline)| self.now >= deadline)
+        {
+            self.catch_up = None;
+        }
+        match self.role {
+            Role::Leader(_) => self.lead(out),
+            Role::Candidate(ref c) => {
+                let expired = self.now >= c.started + self.timing.leader_timeout;
+                if expired {
+                    self.log(out, || "election timed out".to_string());
+                    self.role = Role::Follower;
+                    self.election_at = Some(self.now + self.random_delay());
+                }
+            }
+            Role::Follower => self.follow_tick(out),
+        }
+    }
+
+    fn lead(&mut self, out: &mut Vec<Action>) {
+        let (window, max_batch, resend, heartbeat) = (
+            self.timing.window,
+            self.timing.max_batch,
+            self.timing.resend,
+            self.timing.heartbeat,
+        );
+        loop {
+            let Role::Leader(l) = &mut self.role else {
+                return;
+            };
+            if l.inflight.len() >= window {
+                break;
+            }
+            let batch = Self::next_batch(l, max_batch);
+            if batch.is_empty() {
+                break;
+            }
+            self.propose(
+                Proposal {
+                    proposer: self.id,
+                    transfers: batch,
+                },
+                out,
+            );
+        }
+        let others = self.others();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let mut resends = Vec::new();
+        for (&depth, slot) in l
+            .inflight
+            .iter_mut()
+            .filter(|(_, s)| self.now >= s.sent_at + resend)
+        {
+            slot.sent_at = self.now;
+            let missing: Vec<NodeId> = others.iter().copied().filter(|&p| !slot.acks[p]).collect();
+            resends.push((
+                missing,
+                Message::Accept {
+                    ballot,
+                    depth,
+                    value: slot.value.clone(),
+                },
+            ));
+        }
+        let beat = self.now >= l.last_heartbeat + heartbeat;
+        if beat {
+            l.last_heartbeat = self.now;
+        }
+        for (to, msg) in resends {
+            self.send(to, msg, out);
+        }
+        if beat {
+            self.broadcast(Message::Heartbeat { ballot }, out);
+        }
+    }
+
+    fn follow_tick(&mut self, out: &mut Vec<Action>) {
+        if self.queue.is_empty() {
+            self.election_at = None;
+            return;
+        }
+        if self.leader_alive() {
+            return self.forward(out);
+        }
+        match self.election_at {
+            None => {
+                let delay = self.random_delay();
+                self.election_at = Some(self.now + delay);
+                self.log(out, || {
+                    format!("no leader; running for leader in {delay} ms")
+                });
+            }
+            Some(at) if self.now >= at => self.start_election(out),
+            Some(_) => {}
+        }
+    }
+
+    /// Hands new transfers to the leader at once, and the whole queue again now and then,
+    /// since a forward can be lost with a leader. The queue stays ours until it commits.
+    fn forward(&mut self, out: &mut Vec<Action>) {
+        let Some(leader) = self.leader.map(|b| b.node) else {
+            return;
+        };
+        let due = self
+            .forwarded_at
+            .is_none_or(|at| self.now >= at + self.timing.resend);
+        let transfers: Vec<Transfer> = if due {
+            self.forwarded_at = Some(self.now);
+            self.unsent.clear();
+            self.queue
+                .values()
+                .take(self.timing.max_batch)
+                .copied()
+                .collect()
+        } else {
+            std::mem::take(&mut self.unsent)
+        };
+        if !transfers.is_empty() {
+            self.log(out, || {
+                format!("forward {} transfers to leader {leader}", transfers.len())
+            });
+            self.send(vec![leader], Message::Forward { transfers }, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
