@@ -7,3 +7,4 @@
 pub mod commands;
 pub mod ledger;
 pub mod paxos;
+pub mod storage;
