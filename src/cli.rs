@@ -109,7 +109,7 @@ impl InitOptions {
             force: args.switch("--force"),
         };
         args.rest(0)?;
-        if opts.nodes == 0 || opts.nodes % 2 == 0 {
+        if opts.nodes == 0 || opts.nodes.is_multiple_of(2) {
             return Err(format!(
                 "--nodes must be odd and at least 1, not {}",
                 opts.nodes
