@@ -72,7 +72,7 @@ impl Config {
             }
         }
         let balance = balance.ok_or("no 'balance' line")?;
-        if addrs.len() % 2 == 0 {
+        if addrs.len().is_multiple_of(2) {
             return Err(format!(
                 "{} nodes listed; a cluster needs an odd number",
                 addrs.len()
