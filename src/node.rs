@@ -80,14 +80,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         ));
     }
     let dir = config::node_dir(&opts.data, id);
-    if opts.recover {
-        for moved in Store::move_aside(&dir).map_err(|e| e.to_string())? {
-            eprintln!(
-                "note: moved {} aside; rebuilding from peers",
-                moved.display()
-            );
-        }
-    }
+    let amnesic = opts.recover && recover(&dir, &config)?;
     let Opened {
         mut store,
         ledger,
@@ -128,6 +121,17 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     }
     .run(net_rx, local_rx);
     Ok(())
+}
+
+/// `--recover`: moves damaged files aside, keeping their good records. Returns whether
+/// WAL records were lost, in which case the node must not vote until that is safe.
+fn recover(dir: &std::path::Path, config: &Config) -> Result<bool, String> {
+    let done = Store::recover(dir, config.nodes(), config.balance).map_err(|e| e.to_string())?;
+    if done.moved.is_empty() {
+        eprintln!("note: {} is intact; nothing to recover", dir.display());
+    }
+    done.notes.iter().for_each(|n| eprintln!("note: {n}"));
+    Ok(done.wal_lost)
 }
 
 fn banner(core: &Core, config: &Config, interactive: bool) {

@@ -118,6 +118,16 @@ pub struct Opened {
     pub repairs: Vec<String>,
 }
 
+/// What `Store::recover` did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Where the damaged files now are.
+    pub moved: Vec<PathBuf>,
+    /// One line per file moved aside, for the node to log.
+    pub notes: Vec<String>,
+    pub wal_lost: bool,
+}
+
 /// One append-only file: the handle, its durable length and the records not yet written.
 struct Log {
     path: PathBuf,
@@ -365,28 +375,39 @@ impl Store {
         Ok(())
     }
 
-    /// For `benmo node --recover`: renames chain.log and wal.log to `*.damaged-<unix-secs>`
-    /// and creates fresh empty ones. Returns the paths the damaged files were moved to.
-    pub fn move_aside(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-        require(dir)?;
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut moved = Vec::new();
-        for name in [CHAIN, WAL] {
-            let from = dir.join(name);
-            if fs::symlink_metadata(&from).is_err() {
-                continue;
-            }
-            let to = unused_name(dir, &format!("{name}.damaged-{secs}"));
-            fs::rename(&from, &to).map_err(io_err(&from))?;
-            moved.push(to);
+    /// For `benmo node --recover`. Each damaged file is moved aside whole (to
+    /// `*.damaged-<unix-secs>`, never deleted) and replaced by its good records before the
+    /// damage: the rest of the chain comes back from peers, hash-checked. `wal_lost` says
+    /// that WAL records after the damage (promises, accepted values, queued transfers) are
+    /// gone, which the protocol must then make safe.
+    pub fn recover(dir: &Path, nodes: usize, balance: u64) -> Result<Recovery, StoreError> {
+        let mut recovery = Recovery::default();
+        loop {
+            let (file, offset, reason) = match load(dir, nodes, balance, |_, _| {}) {
+                Ok(_) => return Ok(recovery),
+                Err(StoreError::Corrupt { file, offset, reason }) if recovery.moved.len() < 2 => {
+                    (file, offset, reason)
+                }
+                Err(e) => return Err(e),
+            };
+            let name = file.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let aside = unused_name(dir, &format!("{name}.damaged-{secs}"));
+            let mut good = vec![0; offset as usize];
+            File::open(&file).and_then(|mut f| f.read_exact(&mut good)).map_err(io_err(&file))?;
+            fs::rename(&file, &aside).map_err(io_err(&file))?;
+            fs::write(&file, &good)
+                .and_then(|()| File::open(&file)?.sync_all())
+                .map_err(io_err(&file))?;
+            sync_dir(dir)?;
+            recovery.wal_lost |= name == WAL;
+            recovery.notes.push(format!(
+                "moved damaged {} aside to {} and kept its {offset} good bytes ({reason})",
+                file.display(),
+                aside.display()
+            ));
+            recovery.moved.push(aside);
         }
-        remove_if_present(&dir.join(WAL_TMP))?;
-        create_empty(&dir.join(CHAIN))?;
-        create_empty(&dir.join(WAL))?;
-        sync_dir(dir)?;
-        Ok(moved)
     }
 
     fn usable(&self) -> Result<(), StoreError> {
@@ -1149,16 +1170,20 @@ mod tests {
     }
 
     #[test]
-    fn move_aside_keeps_the_damaged_files_and_starts_fresh() {
-        let (_tmp, dir) = fresh(&chain(2), &records());
-        let before = read(&dir);
-        let moved = Store::move_aside(&dir).unwrap();
-        assert_eq!(moved.len(), 2);
-        assert_eq!(fs::read(&moved[0]).unwrap(), before.0);
-        assert_eq!(fs::read(&moved[1]).unwrap(), before.1);
+    fn recover_moves_damage_aside_and_keeps_the_good_prefix() {
+        let (_tmp, dir) = fresh(&chain(3), &records());
+        let intact = Store::recover(&dir, NODES, BALANCE).unwrap();
+        assert!(intact.moved.is_empty() && !intact.wal_lost);
+        let second = offsets(&chain(3))[1];
+        flip(&dir.join(CHAIN), second + HEADER as u64 + 3, 0x01);
+        let damaged = read(&dir).0;
+        let done = Store::recover(&dir, NODES, BALANCE).unwrap();
+        assert_eq!(done.moved.len(), 1);
+        assert!(!done.wal_lost);
+        assert_eq!(fs::read(&done.moved[0]).unwrap(), damaged, "the damaged file is kept whole");
         let opened = open(&dir).unwrap();
-        assert_eq!((opened.store.depth(), opened.records.len()), (0, 0));
-        let again = Store::move_aside(&dir).unwrap();
-        assert!(again.iter().all(|p| !moved.contains(p)), "never overwrites");
+        assert_eq!(opened.store.depth(), 1, "blocks before the damage are kept");
+        assert_eq!(opened.records, records());
     }
+
 }
