@@ -267,7 +267,7 @@ stop_node() {
             running "$1" || break
             sleep 0.1
         done
-        if pid=$(live_pid "$1"); then
+        if live_pid "$1" >/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             for ((i = 0; i < 50; i++)); do
                 running "$1" || break
