@@ -1,0 +1,241 @@
+//! A cluster of real `benmo node` processes on loopback, driven through their stdin and read
+//! through their stdout. The benchmark and the integration tests use it. Every process it
+//! starts is killed by PID when its handle drops, so a failing test leaves nothing behind.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One running node process.
+pub struct NodeProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every stdout line read so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one command line; false if the process is gone.
+    pub fn send(&mut self, line: &str) -> bool {
+        let Some(stdin) = self.stdin.as_mut() else { return false };
+        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).is_ok()
+    }
+
+    /// Writes many lines at once (one syscall per buffer, not per line).
+    pub fn send_all(&mut self, text: &str) -> bool {
+        let Some(stdin) = self.stdin.as_mut() else { return false };
+        stdin.write_all(text.as_bytes()).and_then(|_| stdin.flush()).is_ok()
+    }
+
+    /// Closes stdin: the node must keep running.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next stdout line, waiting at most `timeout`.
+    pub fn line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads lines until one satisfies `want`, returning it; gives up at `deadline`.
+    pub fn wait_for(&mut self, deadline: Instant, mut want: impl FnMut(&str) -> bool) -> Option<String> {
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if want(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Reads whatever lines are already waiting.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    /// Whether the process has exited (and its exit code, if any).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the first line of `status` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub depth: u64,
+    pub head: String,
+    pub leader: Option<usize>,
+    pub queue: usize,
+    pub transfers: u64,
+}
+
+impl Status {
+    pub fn parse(line: &str) -> Option<Status> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| w.iter().position(|x| *x == name).and_then(|i| w.get(i + 1)).copied();
+        if w.first() != Some(&"node") {
+            return None;
+        }
+        Some(Status {
+            depth: field("depth")?.parse().ok()?,
+            head: field("head")?.to_string(),
+            leader: field("leader")?.parse().ok(),
+            queue: field("queue")?.parse().ok()?,
+            transfers: field("transfers")?.parse().ok()?,
+        })
+    }
+}
+
+/// A data dir and the node processes running on it.
+pub struct LocalCluster {
+    pub exe: PathBuf,
+    pub data: PathBuf,
+    pub nodes: Vec<Option<NodeProc>>,
+    /// Extra flags for every `benmo node`.
+    pub node_args: Vec<String>,
+}
+
+/// A base port with `n` free consecutive ports above it on 127.0.0.1.
+pub fn free_ports(n: usize) -> u16 {
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        if base == 0 || base as usize + n > 65000 {
+            continue;
+        }
+        let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i as u16)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive ports on 127.0.0.1");
+}
+
+impl LocalCluster {
+    /// Runs `benmo init` for a fresh cluster in `data`.
+    pub fn init(exe: &Path, data: &Path, nodes: usize, balance: u64) -> Result<LocalCluster, String> {
+        let port = free_ports(nodes);
+        let out = Command::new(exe)
+            .args(["init", "--force", "--nodes", &nodes.to_string(), "--balance", &balance.to_string()])
+            .args(["--base-port", &port.to_string(), "--data"])
+            .arg(data)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            return Err(format!("benmo init failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let nodes = (0..nodes).map(|_| None).collect();
+        Ok(LocalCluster { exe: exe.to_path_buf(), data: data.to_path_buf(), nodes, node_args: Vec::new() })
+    }
+
+    /// Starts node `id` and waits for its banner.
+    pub fn start(&mut self, id: usize) -> Result<(), String> {
+        let log = fs::File::create(self.data.join(format!("node{id}.stderr")))
+            .map_err(|e| format!("cannot create stderr log: {e}"))?;
+        let mut child = Command::new(&self.exe)
+            .args(["node", &id.to_string(), "--data"])
+            .arg(&self.data)
+            .args(&self.node_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = NodeProc { stdin: child.stdin.take(), child, lines: rx, seen: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        node.wait_for(deadline, |l| l.contains("listening on")).ok_or(format!("node {id} did not start"))?;
+        self.nodes[id] = Some(node);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), String> {
+        (0..self.nodes.len()).try_for_each(|i| self.start(i))
+    }
+
+    pub fn node(&mut self, id: usize) -> &mut NodeProc {
+        self.nodes[id].as_mut().unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    /// Kills node `id` with SIGKILL.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut n) = self.nodes[id].take() {
+            n.kill();
+        }
+    }
+
+    /// Asks node `id` for `status` and parses the reply.
+    pub fn status(&mut self, id: usize, timeout: Duration) -> Option<Status> {
+        let node = self.nodes[id].as_mut()?;
+        if !node.send("status") {
+            return None;
+        }
+        node.wait_for(Instant::now() + timeout, |l| l.starts_with("node ") && l.contains(" head "))
+            .and_then(|l| Status::parse(&l))
+    }
+
+    /// Waits until every running node has the same depth and head and an empty queue.
+    pub fn converge(&mut self, timeout: Duration) -> Result<Status, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect();
+            let all: Vec<Option<Status>> = running.iter().map(|&i| self.status(i, Duration::from_secs(5))).collect();
+            let first = all.first().cloned().flatten();
+            let same = all.iter().all(|s| s.as_ref().is_some_and(|s| Some(s.head.clone()) == first.as_ref().map(|f| f.head.clone()) && s.queue == 0));
+            if same {
+                return first.ok_or("no node is running".to_string());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no convergence within {timeout:?}: {all:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `benmo audit` on the data dir: Ok(summary line) or Err(output).
+    pub fn audit(&self) -> Result<String, String> {
+        let out = Command::new(&self.exe).args(["audit", "--data"]).arg(&self.data).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            Ok(text.trim().to_string())
+        } else {
+            Err(text)
+        }
+    }
+}

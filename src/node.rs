@@ -1,0 +1,375 @@
+//! `benmo node`: the thin shell around the protocol core.
+//!
+//! Threads: the transport's listener, reader and writer threads and a stdin thread only move
+//! bytes and events. This thread, the event loop, owns the `Core` and the `Store`. Each turn
+//! it drains a batch of events, feeds them and one `Tick` to the core, writes and fsyncs
+//! everything the batch persisted (group commit), and only then sends and prints.
+
+use crate::cli::{self, Args};
+use crate::commands::{self, Parsed};
+use crate::config::{self, Config};
+use crate::ledger::NodeId;
+use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Timing};
+use crate::storage::{Opened, Store};
+use crate::transport::Transport;
+use crossbeam_channel::{select, Receiver, Sender};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Most events handled before one group commit.
+const BATCH: usize = 4096;
+/// How often time advances when nothing happens.
+const TICK: Duration = Duration::from_millis(5);
+/// Catch-up chunk size.
+const CHUNK_BYTES: usize = 1 << 20;
+/// The write-ahead log is compacted when it grows past this.
+const COMPACT_BYTES: u64 = 8 << 20;
+
+pub struct NodeOptions {
+    pub id: Option<NodeId>,
+    pub data: PathBuf,
+    pub delay: (u64, u64),
+    pub verbose: bool,
+    pub recover: bool,
+}
+
+impl NodeOptions {
+    pub fn parse(mut args: Args) -> Result<NodeOptions, String> {
+        let data = args.data()?;
+        let delay = args.value("--delay")?.map_or(Ok((20, 100)), |d| cli::parse_delay(&d))?;
+        let verbose = args.switch("--verbose");
+        let recover = args.switch("--recover");
+        let rest = args.rest(1)?;
+        let id = match rest.first() {
+            Some(w) => Some(w.parse().map_err(|_| format!("bad node id '{w}'"))?),
+            None => None,
+        };
+        Ok(NodeOptions { id, data, delay, verbose, recover })
+    }
+}
+
+/// What the stdin thread and the Ctrl-C handler tell the event loop.
+enum Local {
+    Event(Event),
+    Print(String),
+    Stop,
+}
+
+/// Starts a node and runs it until Ctrl-C. Errors are one line, for `error: ...`.
+pub fn run(opts: NodeOptions) -> Result<(), String> {
+    let config = Config::load(&opts.data)?;
+    let key = config::load_key(&opts.data)?;
+    let mut stdin = LineReader::new(io::stdin());
+    let id = match opts.id {
+        Some(id) => id,
+        None => ask_id(&mut stdin)?,
+    };
+    if id >= config.nodes() {
+        return Err(format!("node id {id} is out of range: this cluster has nodes 0..{}", config.nodes() - 1));
+    }
+    let dir = config::node_dir(&opts.data, id);
+    if opts.recover {
+        for moved in Store::move_aside(&dir).map_err(|e| e.to_string())? {
+            eprintln!("note: moved {} aside; rebuilding from peers", moved.display());
+        }
+    }
+    let Opened { mut store, ledger, records, repairs } =
+        Store::open(&dir, config.nodes(), config.balance).map_err(|e| e.to_string())?;
+    repairs.iter().for_each(|r| eprintln!("note: {r}"));
+    let (net_tx, net_rx) = crossbeam_channel::unbounded();
+    let transport = Transport::start(id, &config.addrs, key, net_tx)?;
+    let params = Params {
+        id,
+        nodes: config.nodes(),
+        timing: Timing { delay_min: opts.delay.0, delay_max: opts.delay.1, ..Timing::default() },
+        verbose: opts.verbose,
+        seed: rand::random(),
+    };
+    let core = Core::recover(params, ledger, records);
+    compact(&mut store, &core);
+    let (local_tx, local_rx) = crossbeam_channel::unbounded();
+    let stop = local_tx.clone();
+    ctrlc::set_handler(move || drop(stop.send(Local::Stop))).map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    let interactive = io::stdin().is_terminal();
+    banner(&core, &config, interactive);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_commands(stdin, local_tx, interactive))
+        .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
+    EventLoop { core, store, transport, start: Instant::now() }.run(net_rx, local_rx);
+    Ok(())
+}
+
+fn banner(core: &Core, config: &Config, interactive: bool) {
+    let l = core.ledger();
+    println!(
+        "node {} of {} listening on {}: depth {}, head {}, balance {}",
+        core.id(),
+        config.nodes(),
+        config.addrs[core.id()],
+        l.depth,
+        l.head.short(),
+        l.balances[core.id()]
+    );
+    if interactive {
+        println!("{}", commands::HELP);
+    }
+}
+
+fn ask_id(stdin: &mut LineReader) -> Result<NodeId, String> {
+    if io::stdin().is_terminal() {
+        print!("Enter process ID: ");
+        io::stdout().flush().ok();
+    }
+    match stdin.next_line() {
+        Some(Ok(line)) => line.trim().parse().map_err(|_| format!("bad node id '{}'", line.trim())),
+        Some(Err(e)) => Err(e),
+        None => Err("no node id given".to_string()),
+    }
+}
+
+struct EventLoop {
+    core: Core,
+    store: Store,
+    transport: Transport,
+    start: Instant,
+}
+
+impl EventLoop {
+    fn run(mut self, net: Receiver<Event>, local: Receiver<Local>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = select! {
+                recv(net) -> e => e.ok().map(Local::Event),
+                recv(local) -> l => Some(l.unwrap_or(Local::Stop)),
+                default(TICK) => None,
+            };
+            let more = std::iter::from_fn(|| local.try_recv().ok().or_else(|| net.try_recv().ok().map(Local::Event)));
+            for item in first.into_iter().chain(more).take(BATCH) {
+                match item {
+                    Local::Stop => return self.stop(),
+                    item => batch.push(item),
+                }
+            }
+            self.turn(&mut batch);
+        }
+    }
+
+    /// One group commit: feed the batch, persist, then send and print, in order.
+    fn turn(&mut self, batch: &mut Vec<Local>) {
+        let now = self.start.elapsed().as_millis() as u64;
+        let mut actions = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                Local::Event(e) => self.core.handle(now, e, &mut actions),
+                Local::Print(line) => actions.push(Action::Print(line)),
+                Local::Stop => unreachable!("handled by run"),
+            }
+        }
+        self.core.handle(now, Event::Tick, &mut actions);
+        self.persist(&actions);
+        let stdout = io::stdout();
+        let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        for action in actions {
+            self.perform(action, &mut out);
+        }
+        out.flush().ok();
+        drop(out);
+        if self.store.wal_bytes() > COMPACT_BYTES {
+            compact(&mut self.store, &self.core);
+        }
+    }
+
+    /// Durability first: nothing of this batch leaves the process before this returns.
+    fn persist(&mut self, actions: &[Action]) {
+        for action in actions {
+            let written = match action {
+                Action::Persist(r) => self.store.append(r),
+                Action::Commit(b) => self.store.commit(b),
+                _ => Ok(()),
+            };
+            written.unwrap_or_else(|e| fatal(&e.to_string()));
+        }
+        self.store.sync().unwrap_or_else(|e| fatal(&e.to_string()));
+    }
+
+    fn perform(&mut self, action: Action, out: &mut impl Write) {
+        match action {
+            Action::Send { to, env } => self.transport.send(&to, &env),
+            Action::Print(line) => drop(writeln!(out, "{line}")),
+            Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
+            Action::PrintChain => self.print_chain(out),
+            Action::Crash => {
+                out.flush().ok();
+                std::process::exit(1);
+            }
+            Action::Persist(_) | Action::Commit(_) => {}
+        }
+    }
+
+    fn serve_blocks(&mut self, to: NodeId, from: u64) {
+        match self.store.blocks(from, CHUNK_BYTES) {
+            Ok(blocks) if !blocks.is_empty() => {
+                let env = Envelope { depth: self.store.depth(), msg: Message::Blocks { blocks } };
+                self.transport.send(&[to], &env);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: cannot serve blocks to node {to}: {e}"),
+        }
+    }
+
+    fn print_chain(&mut self, out: &mut impl Write) {
+        let mut from = 1;
+        while from <= self.store.depth() {
+            let blocks = match self.store.blocks(from, CHUNK_BYTES) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => return drop(writeln!(out, "error: {e}")),
+            };
+            for b in &blocks {
+                writeln!(out, "block {} hash {} prev {} proposer {} transfers {}", b.depth, b.hash, b.prev, b.proposer, b.transfers.len()).ok();
+                for t in &b.transfers {
+                    writeln!(out, "  transfer {t}").ok();
+                }
+            }
+            from += blocks.len() as u64;
+        }
+        writeln!(out, "chain depth {}", self.store.depth()).ok();
+    }
+
+    fn stop(mut self) {
+        self.store.sync().ok();
+        println!("node {} stopped", self.core.id());
+        std::process::exit(0);
+    }
+}
+
+fn compact(store: &mut Store, core: &Core) {
+    store.compact(&core.live_records()).unwrap_or_else(|e| fatal(&e.to_string()));
+}
+
+/// A node that cannot persist must not go on: it would acknowledge what it may forget.
+fn fatal(reason: &str) -> ! {
+    eprintln!("error: {reason}");
+    std::process::exit(2);
+}
+
+/// Reads stdin lines into commands. Errors are printed (through the event loop, in order);
+/// bare commands prompt for their arguments.
+fn read_commands(mut stdin: LineReader, tx: Sender<Local>, interactive: bool) {
+    let say = |line: String| tx.send(Local::Print(line)).is_ok();
+    while let Some(line) = stdin.next_line() {
+        let parsed = line.and_then(|l| commands::parse(&l));
+        let sent = match parsed {
+            Ok(Parsed::Command(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
+            Ok(Parsed::Help) => say(commands::HELP.to_string()),
+            Ok(Parsed::Nothing) => true,
+            Ok(Parsed::Ask(bare)) => match ask_args(&mut stdin, bare, interactive) {
+                Some(Ok(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
+                Some(Err(e)) => say(format!("error: {e}")),
+                None => false,
+            },
+            Err(e) => say(format!("error: {e}")),
+        };
+        if !sent {
+            return;
+        }
+    }
+    // At EOF the node keeps running and serving its peers.
+}
+
+fn ask_args(stdin: &mut LineReader, bare: commands::Bare, interactive: bool) -> Option<Result<commands::Command, String>> {
+    let mut answers = Vec::new();
+    for prompt in bare.prompts() {
+        if interactive {
+            print!("{prompt}: ");
+            io::stdout().flush().ok();
+        }
+        match stdin.next_line()? {
+            Ok(line) => answers.push(line.trim().to_string()),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    let words: Vec<&str> = answers.iter().map(String::as_str).collect();
+    Some(commands::with_args(bare.name(), &words))
+}
+
+/// Reads lines of at most `commands::MAX_LINE` bytes; longer lines and invalid UTF-8 are
+/// consumed and reported as errors instead of filling memory.
+pub struct LineReader {
+    inner: BufReader<Box<dyn Read + Send>>,
+}
+
+impl LineReader {
+    pub fn new(input: impl Read + Send + 'static) -> LineReader {
+        LineReader { inner: BufReader::new(Box::new(input)) }
+    }
+
+    /// `None` at end of input.
+    pub fn next_line(&mut self) -> Option<Result<String, String>> {
+        let mut line = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Err(format!("cannot read stdin: {e}"))),
+            };
+            if buf.is_empty() {
+                return (total > 0).then(|| Self::finish(line, total));
+            }
+            let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            total += chunk.len() + done.map_or(0, |_| 1);
+            if line.len() <= commands::MAX_LINE {
+                line.extend_from_slice(&chunk[..chunk.len().min(commands::MAX_LINE + 1 - line.len())]);
+            }
+            let used = done.unwrap_or(buf.len());
+            self.inner.consume(used);
+            if done.is_some() {
+                return Some(Self::finish(line, total));
+            }
+        }
+    }
+
+    fn finish(mut line: Vec<u8>, total: usize) -> Result<String, String> {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > commands::MAX_LINE {
+            return Err(format!("line too long ({total} bytes; at most {})", commands::MAX_LINE));
+        }
+        String::from_utf8(line).map_err(|_| "line is not valid UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<Result<String, String>> {
+        let mut r = LineReader::new(io::Cursor::new(input.to_vec()));
+        std::iter::from_fn(|| r.next_line()).collect()
+    }
+
+    #[test]
+    fn reads_lines_of_every_kind() {
+        assert_eq!(lines(b"status\r\nprintQueue\nlast"), vec![Ok("status".into()), Ok("printQueue".into()), Ok("last".into())]);
+        assert_eq!(lines(b""), vec![]);
+        assert_eq!(lines(b"\n"), vec![Ok(String::new())]);
+    }
+
+    #[test]
+    fn long_lines_and_bad_utf8_are_errors_one_each() {
+        let mut input = vec![b'x'; 100_000];
+        input.extend_from_slice(b"\n\xff\xfe\nstatus\n");
+        let got = lines(&input);
+        assert_eq!(got.len(), 3);
+        assert!(got[0].as_ref().unwrap_err().contains("too long"));
+        assert!(got[1].as_ref().unwrap_err().contains("UTF-8"));
+        assert_eq!(got[2], Ok("status".into()));
+    }
+}
