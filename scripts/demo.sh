@@ -171,6 +171,12 @@ in_chain() {
     { grep -v -E '^(committed|queued) ' <<<"$out" | grep -o -w -F "$2" || true; } | wc -l
 }
 
+if [[ -z ${BENMO_BIN:-} ]]; then
+    command -v cargo >/dev/null 2>&1 || fail "cargo is not installed (install Rust first)"
+    info "building the release binary (cargo build --release) ..."
+    (cd "$ROOT" && cargo build --release --quiet) || fail "cargo build --release failed"
+fi
+
 # --------------------------------------------------------------------------
 say "Benmo demo: five nodes on 127.0.0.1 ports $BASE_PORT-$((BASE_PORT + 4)), every account starting at 100"
 info "data dir $DATA"
