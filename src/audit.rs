@@ -41,7 +41,16 @@ pub fn audit(data: &Path) -> Result<(Summary, Vec<String>), Vec<String>> {
         return Err(problems);
     }
     let total = config.balance as u128 * config.nodes() as u128;
-    Ok((Summary { nodes: config.nodes(), min_depth, max_depth, transfers, total }, notes))
+    Ok((
+        Summary {
+            nodes: config.nodes(),
+            min_depth,
+            max_depth,
+            transfers,
+            total,
+        },
+        notes,
+    ))
 }
 
 struct NodeAudit {
@@ -51,34 +60,53 @@ struct NodeAudit {
     note: Option<String>,
 }
 
-fn audit_node(data: &Path, config: &Config, id: usize, canonical: &mut Vec<Hash>) -> Result<NodeAudit, String> {
+fn audit_node(
+    data: &Path,
+    config: &Config,
+    id: usize,
+    canonical: &mut Vec<Hash>,
+) -> Result<NodeAudit, String> {
     let dir = config::node_dir(data, id);
     let mut problems = Vec::new();
     let mut seen: HashSet<TxId> = HashSet::new();
     let (ledger, note) = Store::verify(&dir, config.nodes(), config.balance, |block| {
         let i = block.depth as usize - 1;
         match canonical.get(i) {
-            Some(h) if *h != block.hash => {
-                problems.push(format!("node {id}: block {} is {} where another node has {}", block.depth, block.hash.short(), h.short()))
-            }
+            Some(h) if *h != block.hash => problems.push(format!(
+                "node {id}: block {} is {} where another node has {}",
+                block.depth,
+                block.hash.short(),
+                h.short()
+            )),
             Some(_) => {}
             None => canonical.push(block.hash),
         }
         for t in &block.transfers {
             if !seen.insert(t.id) {
-                problems.push(format!("node {id}: transfer {} appears twice (again at depth {})", t.id, block.depth));
+                problems.push(format!(
+                    "node {id}: transfer {} appears twice (again at depth {})",
+                    t.id, block.depth
+                ));
             }
         }
     })
     .map_err(|e| e.to_string())?;
     let total = config.balance as u128 * config.nodes() as u128;
     if ledger.total() != total {
-        problems.push(format!("node {id}: balances add up to {}, not {total}", ledger.total()));
+        problems.push(format!(
+            "node {id}: balances add up to {}, not {total}",
+            ledger.total()
+        ));
     }
     // Balances are unsigned and every applied transfer was checked, so none can be negative;
     // say so explicitly rather than trust it.
     assert!(ledger.balances.iter().all(|&b| b as u128 <= total));
-    Ok(NodeAudit { depth: ledger.depth, transfers: ledger.transfers, problems, note: note.map(|n| format!("node {id}: {n}")) })
+    Ok(NodeAudit {
+        depth: ledger.depth,
+        transfers: ledger.transfers,
+        problems,
+        note: note.map(|n| format!("node {id}: {n}")),
+    })
 }
 
 /// Runs the audit and prints the result; returns the exit code.

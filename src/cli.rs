@@ -24,7 +24,9 @@ impl Args {
 
     /// Removes `flag` and returns its value, if given.
     pub fn value(&mut self, flag: &str) -> Result<Option<String>, String> {
-        let Some(i) = self.words.iter().position(|w| w == flag) else { return Ok(None) };
+        let Some(i) = self.words.iter().position(|w| w == flag) else {
+            return Ok(None);
+        };
         if i + 1 >= self.words.len() {
             return Err(format!("{flag} needs a value"));
         }
@@ -47,7 +49,9 @@ impl Args {
     }
 
     pub fn data(&mut self) -> Result<PathBuf, String> {
-        Ok(self.value("--data")?.map_or_else(config::default_data_dir, PathBuf::from))
+        Ok(self
+            .value("--data")?
+            .map_or_else(config::default_data_dir, PathBuf::from))
     }
 
     /// What is left must be at most `max` plain words.
@@ -64,7 +68,8 @@ impl Args {
 
 /// Parses `20ms..100ms`, `20s..60s` or `20..100` (milliseconds).
 pub fn parse_delay(text: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("--delay: expected MIN..MAX such as 20ms..100ms or 20s..60s, not '{text}'");
+    let bad =
+        || format!("--delay: expected MIN..MAX such as 20ms..100ms or 20s..60s, not '{text}'");
     let (lo, hi) = text.split_once("..").ok_or_else(bad)?;
     let ms = |s: &str| -> Option<u64> {
         if let Some(n) = s.strip_suffix("ms") {
@@ -97,13 +102,18 @@ impl InitOptions {
             nodes: args.parsed("--nodes", 5)?,
             balance: args.parsed("--balance", 100)?,
             data: args.data()?,
-            host: args.value("--host")?.unwrap_or_else(|| "127.0.0.1".to_string()),
+            host: args
+                .value("--host")?
+                .unwrap_or_else(|| "127.0.0.1".to_string()),
             base_port: args.parsed("--base-port", 7100)?,
             force: args.switch("--force"),
         };
         args.rest(0)?;
-        if opts.nodes == 0 || opts.nodes % 2 == 0 {
-            return Err(format!("--nodes must be odd and at least 1, not {}", opts.nodes));
+        if opts.nodes == 0 || opts.nodes.is_multiple_of(2) {
+            return Err(format!(
+                "--nodes must be odd and at least 1, not {}",
+                opts.nodes
+            ));
         }
         if opts.base_port as usize + opts.nodes > 65536 {
             return Err("--base-port leaves no room for every node's port".to_string());
@@ -125,10 +135,16 @@ pub fn init(opts: &InitOptions) -> Result<String, String> {
     }
     fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     wipe_nodes(data)?;
-    let addrs = (0..opts.nodes).map(|i| format!("{}:{}", opts.host, opts.base_port as usize + i)).collect();
-    let config = Config { balance: opts.balance, addrs };
+    let addrs = (0..opts.nodes)
+        .map(|i| format!("{}:{}", opts.host, opts.base_port as usize + i))
+        .collect();
+    let config = Config {
+        balance: opts.balance,
+        addrs,
+    };
     let path = data.join(config::CONFIG_FILE);
-    fs::write(&path, config.render()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    fs::write(&path, config.render())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     config::write_key(data)?;
     for id in 0..opts.nodes {
         Store::create(&config::node_dir(data, id)).map_err(|e| e.to_string())?;
@@ -160,7 +176,8 @@ fn committed_depth(data: &Path) -> Option<u64> {
             continue;
         }
         // A chain we cannot read still counts as data worth keeping.
-        let depth = Store::verify(&entry.path(), nodes, balance, |_| {}).map_or(1, |(l, _)| l.depth.max(1));
+        let depth =
+            Store::verify(&entry.path(), nodes, balance, |_| {}).map_or(1, |(l, _)| l.depth.max(1));
         deepest = deepest.max(Some(depth));
     }
     deepest
@@ -170,9 +187,12 @@ fn wipe_nodes(data: &Path) -> Result<(), String> {
     let entries = fs::read_dir(data).map_err(|e| format!("cannot read {}: {e}", data.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let is_node = name.strip_prefix("node").is_some_and(|n| n.parse::<usize>().is_ok());
+        let is_node = name
+            .strip_prefix("node")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
         if is_node && entry.path().is_dir() {
-            fs::remove_dir_all(entry.path()).map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+            fs::remove_dir_all(entry.path())
+                .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
         }
     }
     Ok(())
@@ -197,11 +217,23 @@ mod tests {
 
     #[test]
     fn init_flags() {
-        let o = InitOptions::parse(args("--nodes 3 --balance 7 --base-port 9000 --force --host 127.0.0.2")).unwrap();
-        assert_eq!((o.nodes, o.balance, o.base_port, o.force, o.host.as_str()), (3, 7, 9000, true, "127.0.0.2"));
-        assert!(InitOptions::parse(args("--nodes 4")).unwrap_err().contains("odd"));
-        assert!(InitOptions::parse(args("--nodes")).unwrap_err().contains("needs a value"));
-        assert!(InitOptions::parse(args("--bogus 1")).unwrap_err().contains("unknown flag"));
+        let o = InitOptions::parse(args(
+            "--nodes 3 --balance 7 --base-port 9000 --force --host 127.0.0.2",
+        ))
+        .unwrap();
+        assert_eq!(
+            (o.nodes, o.balance, o.base_port, o.force, o.host.as_str()),
+            (3, 7, 9000, true, "127.0.0.2")
+        );
+        assert!(InitOptions::parse(args("--nodes 4"))
+            .unwrap_err()
+            .contains("odd"));
+        assert!(InitOptions::parse(args("--nodes"))
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(InitOptions::parse(args("--bogus 1"))
+            .unwrap_err()
+            .contains("unknown flag"));
         assert!(InitOptions::parse(args("--base-port 65535")).is_err());
     }
 }

@@ -26,14 +26,23 @@ impl NodeProc {
 
     /// Writes one command line; false if the process is gone.
     pub fn send(&mut self, line: &str) -> bool {
-        let Some(stdin) = self.stdin.as_mut() else { return false };
-        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).is_ok()
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .is_ok()
     }
 
     /// Writes many lines at once (one syscall per buffer, not per line).
     pub fn send_all(&mut self, text: &str) -> bool {
-        let Some(stdin) = self.stdin.as_mut() else { return false };
-        stdin.write_all(text.as_bytes()).and_then(|_| stdin.flush()).is_ok()
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|_| stdin.flush())
+            .is_ok()
     }
 
     /// Closes stdin: the node must keep running.
@@ -49,7 +58,11 @@ impl NodeProc {
     }
 
     /// Reads lines until one satisfies `want`, returning it; gives up at `deadline`.
-    pub fn wait_for(&mut self, deadline: Instant, mut want: impl FnMut(&str) -> bool) -> Option<String> {
+    pub fn wait_for(
+        &mut self,
+        deadline: Instant,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
@@ -101,7 +114,12 @@ pub struct Status {
 impl Status {
     pub fn parse(line: &str) -> Option<Status> {
         let w: Vec<&str> = line.split_whitespace().collect();
-        let field = |name: &str| w.iter().position(|x| *x == name).and_then(|i| w.get(i + 1)).copied();
+        let field = |name: &str| {
+            w.iter()
+                .position(|x| *x == name)
+                .and_then(|i| w.get(i + 1))
+                .copied()
+        };
         if w.first() != Some(&"node") {
             return None;
         }
@@ -127,7 +145,10 @@ pub struct LocalCluster {
 /// A base port with `n` free consecutive ports above it on 127.0.0.1.
 pub fn free_ports(n: usize) -> u16 {
     for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let base = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
         if base == 0 || base as usize + n > 65000 {
             continue;
         }
@@ -141,19 +162,39 @@ pub fn free_ports(n: usize) -> u16 {
 
 impl LocalCluster {
     /// Runs `benmo init` for a fresh cluster in `data`.
-    pub fn init(exe: &Path, data: &Path, nodes: usize, balance: u64) -> Result<LocalCluster, String> {
+    pub fn init(
+        exe: &Path,
+        data: &Path,
+        nodes: usize,
+        balance: u64,
+    ) -> Result<LocalCluster, String> {
         let port = free_ports(nodes);
         let out = Command::new(exe)
-            .args(["init", "--force", "--nodes", &nodes.to_string(), "--balance", &balance.to_string()])
+            .args([
+                "init",
+                "--force",
+                "--nodes",
+                &nodes.to_string(),
+                "--balance",
+                &balance.to_string(),
+            ])
             .args(["--base-port", &port.to_string(), "--data"])
             .arg(data)
             .output()
             .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
         if !out.status.success() {
-            return Err(format!("benmo init failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "benmo init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let nodes = (0..nodes).map(|_| None).collect();
-        Ok(LocalCluster { exe: exe.to_path_buf(), data: data.to_path_buf(), nodes, node_args: Vec::new() })
+        Ok(LocalCluster {
+            exe: exe.to_path_buf(),
+            data: data.to_path_buf(),
+            nodes,
+            node_args: Vec::new(),
+        })
     }
 
     /// Starts node `id` and waits for its banner.
@@ -178,9 +219,15 @@ impl LocalCluster {
                 }
             }
         });
-        let mut node = NodeProc { stdin: child.stdin.take(), child, lines: rx, seen: Vec::new() };
+        let mut node = NodeProc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        node.wait_for(deadline, |l| l.contains("listening on")).ok_or(format!("node {id} did not start"))?;
+        node.wait_for(deadline, |l| l.contains("listening on"))
+            .ok_or(format!("node {id} did not start"))?;
         self.nodes[id] = Some(node);
         Ok(())
     }
@@ -190,7 +237,9 @@ impl LocalCluster {
     }
 
     pub fn node(&mut self, id: usize) -> &mut NodeProc {
-        self.nodes[id].as_mut().unwrap_or_else(|| panic!("node {id} is not running"))
+        self.nodes[id]
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     /// Kills node `id` with SIGKILL.
@@ -206,18 +255,29 @@ impl LocalCluster {
         if !node.send("status") {
             return None;
         }
-        node.wait_for(Instant::now() + timeout, |l| l.starts_with("node ") && l.contains(" head "))
-            .and_then(|l| Status::parse(&l))
+        node.wait_for(Instant::now() + timeout, |l| {
+            l.starts_with("node ") && l.contains(" head ")
+        })
+        .and_then(|l| Status::parse(&l))
     }
 
     /// Waits until every running node has the same depth and head and an empty queue.
     pub fn converge(&mut self, timeout: Duration) -> Result<Status, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect();
-            let all: Vec<Option<Status>> = running.iter().map(|&i| self.status(i, Duration::from_secs(5))).collect();
+            let running: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].is_some())
+                .collect();
+            let all: Vec<Option<Status>> = running
+                .iter()
+                .map(|&i| self.status(i, Duration::from_secs(5)))
+                .collect();
             let first = all.first().cloned().flatten();
-            let same = all.iter().all(|s| s.as_ref().is_some_and(|s| Some(s.head.clone()) == first.as_ref().map(|f| f.head.clone()) && s.queue == 0));
+            let same = all.iter().all(|s| {
+                s.as_ref().is_some_and(|s| {
+                    Some(s.head.clone()) == first.as_ref().map(|f| f.head.clone()) && s.queue == 0
+                })
+            });
             if same {
                 return first.ok_or("no node is running".to_string());
             }
@@ -230,8 +290,13 @@ impl LocalCluster {
 
     /// Runs `benmo audit` on the data dir: Ok(summary line) or Err(output).
     pub fn audit(&self) -> Result<String, String> {
-        let out = Command::new(&self.exe).args(["audit", "--data"]).arg(&self.data).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let out = Command::new(&self.exe)
+            .args(["audit", "--data"])
+            .arg(&self.data)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             Ok(text.trim().to_string())
         } else {

@@ -46,27 +46,44 @@ impl Config {
             let at = |what: &str| format!("line {}: {what}", i + 1);
             match words.as_slice() {
                 [] => {}
-                ["balance", b] => balance = Some(b.parse::<u64>().map_err(|_| at("balance must be a whole number"))?),
+                ["balance", b] => {
+                    balance = Some(
+                        b.parse::<u64>()
+                            .map_err(|_| at("balance must be a whole number"))?,
+                    )
+                }
                 ["node", id, addr] => {
                     let id: usize = id.parse().map_err(|_| at("node id must be a number"))?;
                     if id != addrs.len() {
-                        return Err(at(&format!("expected node {}, found node {id}", addrs.len())));
+                        return Err(at(&format!(
+                            "expected node {}, found node {id}",
+                            addrs.len()
+                        )));
                     }
                     check_addr(addr).map_err(|e| at(&e))?;
                     addrs.push(addr.to_string());
                 }
-                _ => return Err(at(&format!("cannot read '{}'", line.chars().take(40).collect::<String>()))),
+                _ => {
+                    return Err(at(&format!(
+                        "cannot read '{}'",
+                        line.chars().take(40).collect::<String>()
+                    )))
+                }
             }
         }
         let balance = balance.ok_or("no 'balance' line")?;
-        if addrs.len() % 2 == 0 {
-            return Err(format!("{} nodes listed; a cluster needs an odd number", addrs.len()));
+        if addrs.len().is_multiple_of(2) {
+            return Err(format!(
+                "{} nodes listed; a cluster needs an odd number",
+                addrs.len()
+            ));
         }
         Ok(Config { balance, addrs })
     }
 
     pub fn render(&self) -> String {
-        let mut s = String::from("# Benmo cluster configuration, written by `benmo init`. Safe to edit.\n");
+        let mut s =
+            String::from("# Benmo cluster configuration, written by `benmo init`. Safe to edit.\n");
         s += "# Every account's opening balance:\n";
         s += &format!("balance {}\n", self.balance);
         s += "# One line per node: node ID HOST:PORT. Ids run from 0; the count must be odd.\n";
@@ -80,7 +97,10 @@ impl Config {
         let path = data.join(CONFIG_FILE);
         let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                format!("{} is not initialised (no {CONFIG_FILE}); run `benmo init`", data.display())
+                format!(
+                    "{} is not initialised (no {CONFIG_FILE}); run `benmo init`",
+                    data.display()
+                )
             }
             _ => format!("cannot read {}: {e}", path.display()),
         })?;
@@ -89,7 +109,9 @@ impl Config {
 }
 
 fn check_addr(addr: &str) -> Result<(), String> {
-    let (host, port) = addr.rsplit_once(':').ok_or(format!("'{addr}' is not HOST:PORT"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or(format!("'{addr}' is not HOST:PORT"))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(format!("'{addr}' is not HOST:PORT"));
     }
@@ -105,13 +127,18 @@ pub fn write_key(data: &Path) -> Result<(), String> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    writeln!(file, "{hex}").and_then(|_| file.sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(file, "{hex}")
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 pub fn load_key(data: &Path) -> Result<[u8; 32], String> {
     let path = data.join(KEY_FILE);
-    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let text = text.trim();
     let bad = || format!("{} does not hold 64 hex digits", path.display());
     if text.len() != 64 || !text.is_ascii() {
@@ -130,7 +157,10 @@ mod tests {
 
     #[test]
     fn render_parse_round_trip() {
-        let c = Config { balance: 100, addrs: (0..5).map(|i| format!("127.0.0.1:{}", 7100 + i)).collect() };
+        let c = Config {
+            balance: 100,
+            addrs: (0..5).map(|i| format!("127.0.0.1:{}", 7100 + i)).collect(),
+        };
         assert_eq!(Config::parse(&c.render()), Ok(c));
     }
 
@@ -166,7 +196,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "key must not be readable by others");
         }
         fs::write(dir.path().join(KEY_FILE), "zz").unwrap();

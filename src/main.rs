@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     let command = words.remove(0);
     let args = Args::new(words);
     let result = match command.as_str() {
-        "init" => InitOptions::parse(args).and_then(|o| cli::init(&o)).map(|msg| println!("{msg}")),
+        "init" => InitOptions::parse(args)
+            .and_then(|o| cli::init(&o))
+            .map(|msg| println!("{msg}")),
         "node" => NodeOptions::parse(args).and_then(node::run),
         "audit" => return audit(args),
         "bench" => benmo::bench::main(args),

@@ -37,7 +37,9 @@ pub struct NodeOptions {
 impl NodeOptions {
     pub fn parse(mut args: Args) -> Result<NodeOptions, String> {
         let data = args.data()?;
-        let delay = args.value("--delay")?.map_or(Ok((20, 100)), |d| cli::parse_delay(&d))?;
+        let delay = args
+            .value("--delay")?
+            .map_or(Ok((20, 100)), |d| cli::parse_delay(&d))?;
         let verbose = args.switch("--verbose");
         let recover = args.switch("--recover");
         let rest = args.rest(1)?;
@@ -45,7 +47,13 @@ impl NodeOptions {
             Some(w) => Some(w.parse().map_err(|_| format!("bad node id '{w}'"))?),
             None => None,
         };
-        Ok(NodeOptions { id, data, delay, verbose, recover })
+        Ok(NodeOptions {
+            id,
+            data,
+            delay,
+            verbose,
+            recover,
+        })
     }
 }
 
@@ -66,23 +74,37 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         None => ask_id(&mut stdin)?,
     };
     if id >= config.nodes() {
-        return Err(format!("node id {id} is out of range: this cluster has nodes 0..{}", config.nodes() - 1));
+        return Err(format!(
+            "node id {id} is out of range: this cluster has nodes 0..{}",
+            config.nodes() - 1
+        ));
     }
     let dir = config::node_dir(&opts.data, id);
     if opts.recover {
         for moved in Store::move_aside(&dir).map_err(|e| e.to_string())? {
-            eprintln!("note: moved {} aside; rebuilding from peers", moved.display());
+            eprintln!(
+                "note: moved {} aside; rebuilding from peers",
+                moved.display()
+            );
         }
     }
-    let Opened { mut store, ledger, records, repairs } =
-        Store::open(&dir, config.nodes(), config.balance).map_err(|e| e.to_string())?;
+    let Opened {
+        mut store,
+        ledger,
+        records,
+        repairs,
+    } = Store::open(&dir, config.nodes(), config.balance).map_err(|e| e.to_string())?;
     repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
     let params = Params {
         id,
         nodes: config.nodes(),
-        timing: Timing { delay_min: opts.delay.0, delay_max: opts.delay.1, ..Timing::default() },
+        timing: Timing {
+            delay_min: opts.delay.0,
+            delay_max: opts.delay.1,
+            ..Timing::default()
+        },
         verbose: opts.verbose,
         seed: rand::random(),
     };
@@ -90,14 +112,21 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     compact(&mut store, &core);
     let (local_tx, local_rx) = crossbeam_channel::unbounded();
     let stop = local_tx.clone();
-    ctrlc::set_handler(move || drop(stop.send(Local::Stop))).map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    ctrlc::set_handler(move || drop(stop.send(Local::Stop)))
+        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     let interactive = io::stdin().is_terminal();
     banner(&core, &config, interactive);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || read_commands(stdin, local_tx, interactive))
         .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
-    EventLoop { core, store, transport, start: Instant::now() }.run(net_rx, local_rx);
+    EventLoop {
+        core,
+        store,
+        transport,
+        start: Instant::now(),
+    }
+    .run(net_rx, local_rx);
     Ok(())
 }
 
@@ -123,7 +152,10 @@ fn ask_id(stdin: &mut LineReader) -> Result<NodeId, String> {
         io::stdout().flush().ok();
     }
     match stdin.next_line() {
-        Some(Ok(line)) => line.trim().parse().map_err(|_| format!("bad node id '{}'", line.trim())),
+        Some(Ok(line)) => line
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad node id '{}'", line.trim())),
         Some(Err(e)) => Err(e),
         None => Err("no node id given".to_string()),
     }
@@ -145,7 +177,12 @@ impl EventLoop {
                 recv(local) -> l => Some(l.unwrap_or(Local::Stop)),
                 default(TICK) => None,
             };
-            let more = std::iter::from_fn(|| local.try_recv().ok().or_else(|| net.try_recv().ok().map(Local::Event)));
+            let more = std::iter::from_fn(|| {
+                local
+                    .try_recv()
+                    .ok()
+                    .or_else(|| net.try_recv().ok().map(Local::Event))
+            });
             for item in first.into_iter().chain(more).take(BATCH) {
                 match item {
                     Local::Stop => return self.stop(),
@@ -211,7 +248,10 @@ impl EventLoop {
     fn serve_blocks(&mut self, to: NodeId, from: u64) {
         match self.store.blocks(from, CHUNK_BYTES) {
             Ok(blocks) if !blocks.is_empty() => {
-                let env = Envelope { depth: self.store.depth(), msg: Message::Blocks { blocks } };
+                let env = Envelope {
+                    depth: self.store.depth(),
+                    msg: Message::Blocks { blocks },
+                };
                 self.transport.send(&[to], &env);
             }
             Ok(_) => {}
@@ -228,7 +268,16 @@ impl EventLoop {
                 Err(e) => return drop(writeln!(out, "error: {e}")),
             };
             for b in &blocks {
-                writeln!(out, "block {} hash {} prev {} proposer {} transfers {}", b.depth, b.hash, b.prev, b.proposer, b.transfers.len()).ok();
+                writeln!(
+                    out,
+                    "block {} hash {} prev {} proposer {} transfers {}",
+                    b.depth,
+                    b.hash,
+                    b.prev,
+                    b.proposer,
+                    b.transfers.len()
+                )
+                .ok();
                 for t in &b.transfers {
                     writeln!(out, "  transfer {t}").ok();
                 }
@@ -246,7 +295,9 @@ impl EventLoop {
 }
 
 fn compact(store: &mut Store, core: &Core) {
-    store.compact(&core.live_records()).unwrap_or_else(|e| fatal(&e.to_string()));
+    store
+        .compact(&core.live_records())
+        .unwrap_or_else(|e| fatal(&e.to_string()));
 }
 
 /// A node that cannot persist must not go on: it would acknowledge what it may forget.
@@ -279,7 +330,11 @@ fn read_commands(mut stdin: LineReader, tx: Sender<Local>, interactive: bool) {
     // At EOF the node keeps running and serving its peers.
 }
 
-fn ask_args(stdin: &mut LineReader, bare: commands::Bare, interactive: bool) -> Option<Result<commands::Command, String>> {
+fn ask_args(
+    stdin: &mut LineReader,
+    bare: commands::Bare,
+    interactive: bool,
+) -> Option<Result<commands::Command, String>> {
     let mut answers = Vec::new();
     for prompt in bare.prompts() {
         if interactive {
@@ -303,7 +358,9 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn new(input: impl Read + Send + 'static) -> LineReader {
-        LineReader { inner: BufReader::new(Box::new(input)) }
+        LineReader {
+            inner: BufReader::new(Box::new(input)),
+        }
     }
 
     /// `None` at end of input.
@@ -325,7 +382,9 @@ impl LineReader {
             };
             total += chunk.len() + done.map_or(0, |_| 1);
             if line.len() <= commands::MAX_LINE {
-                line.extend_from_slice(&chunk[..chunk.len().min(commands::MAX_LINE + 1 - line.len())]);
+                line.extend_from_slice(
+                    &chunk[..chunk.len().min(commands::MAX_LINE + 1 - line.len())],
+                );
             }
             let used = done.unwrap_or(buf.len());
             self.inner.consume(used);
@@ -340,7 +399,10 @@ impl LineReader {
             line.pop();
         }
         if line.len() > commands::MAX_LINE {
-            return Err(format!("line too long ({total} bytes; at most {})", commands::MAX_LINE));
+            return Err(format!(
+                "line too long ({total} bytes; at most {})",
+                commands::MAX_LINE
+            ));
         }
         String::from_utf8(line).map_err(|_| "line is not valid UTF-8".to_string())
     }
@@ -357,7 +419,14 @@ mod tests {
 
     #[test]
     fn reads_lines_of_every_kind() {
-        assert_eq!(lines(b"status\r\nprintQueue\nlast"), vec![Ok("status".into()), Ok("printQueue".into()), Ok("last".into())]);
+        assert_eq!(
+            lines(b"status\r\nprintQueue\nlast"),
+            vec![
+                Ok("status".into()),
+                Ok("printQueue".into()),
+                Ok("last".into())
+            ]
+        );
         assert_eq!(lines(b""), vec![]);
         assert_eq!(lines(b"\n"), vec![Ok(String::new())]);
     }

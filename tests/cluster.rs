@@ -23,7 +23,10 @@ fn soon() -> Instant {
 fn transfer(c: &mut LocalCluster, from: usize, to: usize, amount: u64) -> String {
     let node = c.node(from);
     node.send(&format!("moneyTransfer {from} {to} {amount}"));
-    node.wait_for(soon(), |l| l.starts_with("queued ") || l.starts_with("error: ")).expect("a reply")
+    node.wait_for(soon(), |l| {
+        l.starts_with("queued ") || l.starts_with("error: ")
+    })
+    .expect("a reply")
 }
 
 fn committed(c: &mut LocalCluster, id: usize, txid: &str) -> String {
@@ -31,7 +34,9 @@ fn committed(c: &mut LocalCluster, id: usize, txid: &str) -> String {
     if let Some(l) = c.node(id).seen.iter().find(|l| l.starts_with(&prefix)) {
         return l.clone();
     }
-    c.node(id).wait_for(soon(), |l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{txid} did not commit"))
+    c.node(id)
+        .wait_for(soon(), |l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{txid} did not commit"))
 }
 
 fn txid(reply: &str) -> String {
@@ -43,7 +48,12 @@ fn balances(c: &mut LocalCluster, id: usize) -> Vec<String> {
     let n = c.nodes.len();
     let node = c.node(id);
     node.send("printBalances");
-    (0..n).map(|_| node.wait_for(soon(), |l| l.starts_with("balance ")).unwrap()).collect()
+    (0..n)
+        .map(|_| {
+            node.wait_for(soon(), |l| l.starts_with("balance "))
+                .unwrap()
+        })
+        .collect()
 }
 
 fn chain(c: &mut LocalCluster, id: usize) -> Vec<String> {
@@ -66,7 +76,11 @@ fn agree(c: &mut LocalCluster, expect_all: &[usize]) {
     let reference_balances = balances(c, expect_all[0]);
     for &i in &expect_all[1..] {
         assert_eq!(chain(c, i), reference, "node {i}'s chain differs");
-        assert_eq!(balances(c, i), reference_balances, "node {i}'s balances differ");
+        assert_eq!(
+            balances(c, i),
+            reference_balances,
+            "node {i}'s balances differ"
+        );
     }
     assert!(status.depth > 0);
     let audit = c.audit().expect("audit passes");
@@ -78,7 +92,15 @@ fn transfers_converge(nodes: usize) {
     let mut ids = Vec::new();
     for from in 0..nodes {
         for k in 0..3 {
-            ids.push((from, txid(&transfer(&mut c, from, (from + 1 + k) % nodes, 5))));
+            ids.push((
+                from,
+                txid(&transfer(
+                    &mut c,
+                    from,
+                    (from + 1 + k % (nodes - 1)) % nodes,
+                    5,
+                )),
+            ));
         }
     }
     for (from, id) in &ids {
@@ -87,7 +109,10 @@ fn transfers_converge(nodes: usize) {
     }
     let all: Vec<usize> = (0..nodes).collect();
     agree(&mut c, &all);
-    let total: u64 = balances(&mut c, 0).iter().map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
+    let total: u64 = balances(&mut c, 0)
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
     assert_eq!(total, 100 * nodes as u64);
 }
 
@@ -110,9 +135,15 @@ fn overdraft_and_foreign_debits_are_rejected() {
     assert!(transfer(&mut c, 0, 2, 41).starts_with("error: insufficient funds"));
     let node = c.node(1);
     node.send("moneyTransfer 0 2 1");
-    assert!(node.wait_for(soon(), |l| l.starts_with("error:")).unwrap().contains("own account"));
+    assert!(node
+        .wait_for(soon(), |l| l.starts_with("error:"))
+        .unwrap()
+        .contains("own account"));
     committed(&mut c, 0, &txid(&ok));
-    assert_eq!(balances(&mut c, 2), vec!["balance 0 40", "balance 1 160", "balance 2 100"]);
+    assert_eq!(
+        balances(&mut c, 2),
+        vec!["balance 0 40", "balance 1 160", "balance 2 100"]
+    );
 }
 
 #[test]
@@ -155,7 +186,11 @@ fn severed_minority_cannot_commit_and_converges_after_restore() {
     let majority = txid(&transfer(&mut c, 0, 1, 9));
     committed(&mut c, 0, &majority);
     // Give the minority ample time to (wrongly) commit.
-    let early = c.node(3).wait_for(Instant::now() + Duration::from_secs(2), |l| l.starts_with("committed "));
+    let early = c
+        .node(3)
+        .wait_for(Instant::now() + Duration::from_secs(2), |l| {
+            l.starts_with("committed ")
+        });
     assert_eq!(early, None, "a minority committed");
     let s = c.status(3, SETTLE).unwrap();
     assert_eq!((s.depth, s.queue), (0, 1));
@@ -166,7 +201,10 @@ fn severed_minority_cannot_commit_and_converges_after_restore() {
     }
     committed(&mut c, 3, &minority);
     agree(&mut c, &[0, 1, 2, 3, 4]);
-    let copies = chain(&mut c, 0).iter().filter(|l| l.starts_with(&format!("  transfer {minority} "))).count();
+    let copies = chain(&mut c, 0)
+        .iter()
+        .filter(|l| l.starts_with(&format!("  transfer {minority} ")))
+        .count();
     assert_eq!(copies, 1);
 }
 
@@ -178,7 +216,10 @@ fn transfer_acknowledged_just_before_a_kill_commits_exactly_once() {
     c.start(2).unwrap();
     committed(&mut c, 2, &id);
     agree(&mut c, &[0, 1, 2, 3, 4]);
-    let copies = chain(&mut c, 1).iter().filter(|l| l.starts_with(&format!("  transfer {id} "))).count();
+    let copies = chain(&mut c, 1)
+        .iter()
+        .filter(|l| l.starts_with(&format!("  transfer {id} ")))
+        .count();
     assert_eq!(copies, 1);
     assert_eq!(balances(&mut c, 3)[2], "balance 2 89");
 }
@@ -195,8 +236,14 @@ fn node_keeps_serving_after_stdin_ends() {
 }
 
 fn benmo(args: &[&str], data: &Path) -> (bool, String) {
-    let out = Command::new(EXE).args(args).arg("--data").arg(data).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(EXE)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
