@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# A small manager for a local Benmo cluster: one background `benmo node` per
+# node, each reading its commands from a FIFO and writing to a log, all kept
+# in the data dir next to the nodes' state.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+usage() {
+    cat <<EOF
+usage: scripts/cluster.sh [FLAGS] SUBCOMMAND [ARGS]
+
+Runs a Benmo cluster on this machine (loopback only), in the background.
+
+subcommands:
+  start [N]             build the release binary if needed, initialise a fresh
+                        data dir (benmo init --force; not with --keep) and start
+                        N nodes (default 5, or every node of cluster.conf with
+                        --keep); returns once every node answers status
+  send ID COMMAND...    write one command line to node ID's stdin
+  ask ID COMMAND...     send a command and print the node's reply lines
+  crash ID              send crashNode to node ID and wait until it has exited
+  kill ID               kill -9 node ID (by its recorded pid)
+  restart ID            start node ID again on the same data
+  sever A B             cut the link between nodes A and B (both sides)
+  restore A B           restore the link between nodes A and B (both sides)
+  wait [SECONDS] [ID...]
+                        wait (default 30 s) until the running nodes (or the
+                        given ones) all report the same depth and head and no
+                        queued transfers; non-zero on timeout, naming laggards
+  status                one line per node: running/stopped, pid, status line
+  logs ID               print node ID's log
+  audit                 run benmo audit on the data dir
+  stop                  end the nodes this script started, and nothing else
+
+flags (anywhere before or after the subcommand; after 'send ID' or 'ask ID'
+everything is the command):
+  --data DIR            data dir (default: $ROOT/data)
+  --base-port P         first port for 'start' (node i listens on P+i; default 7100)
+  --keep                'start' reuses the existing data dir instead of wiping it
+  --delay MIN..MAX      message delay passed to each node started (e.g. 20ms..100ms)
+  --verbose             pass --verbose to each node started
+  -h, --help            this text
+
+State (all in the data dir): node<i>.pid, node<i>.fifo (the node's stdin),
+node<i>.log (its stdout and stderr).  The binary is target/release/benmo, or
+\$BENMO_BIN if set (then nothing is built).
+EOF
+}
+
+die() {
+    echo "cluster.sh: $*" >&2
+    exit 1
+}
+
+DIR="$ROOT/data"
+BASE_PORT=7100
+KEEP=0
+DELAY=""
+VERBOSE=0
+ARGS=()
+
+# Flags may come anywhere, except inside the command of `send ID ...`/`ask ID ...`.
+while (($#)); do
+    case $1 in
+        -h | --help) usage; exit 0 ;;
+        --data) (($# >= 2)) || die "--data needs a directory"; DIR=$2; shift 2 ;;
+        --data=*) DIR=${1#*=}; shift ;;
+        --base-port) (($# >= 2)) || die "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
+        --base-port=*) BASE_PORT=${1#*=}; shift ;;
+        --delay) (($# >= 2)) || die "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
+        --delay=*) DELAY=${1#*=}; shift ;;
+        --keep) KEEP=1; shift ;;
+        --verbose) VERBOSE=1; shift ;;
+        --) shift; ARGS+=("$@"); break ;;
+        *)
+            ARGS+=("$1")
+            shift
+            if ((${#ARGS[@]} == 2)) && [[ ${ARGS[0]} == send || ${ARGS[0]} == ask ]]; then
+                ARGS+=("$@")
+                break
+            fi
+            ;;
+    esac
+done
+((${#ARGS[@]})) || { usage >&2; exit 2; }
+[[ $BASE_PORT =~ ^[0-9]+$ ]] || die "bad --base-port '$BASE_PORT'"
+[[ -z $DIR ]] && die "--data needs a directory"
+[[ $DIR == /* ]] || DIR="$PWD/$DIR"
+DIR=${DIR%/}
+
+BIN=${BENMO_BIN:-$ROOT/target/release/benmo}
+
+build() {
+    if [[ -n ${BENMO_BIN:-} ]]; then
+        [[ -x $BIN ]] || die "BENMO_BIN=$BIN is not an executable"
+        return
+    fi
+    if command -v cargo >/dev/null 2>&1; then
+        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    [[ -x $BIN ]] || die "no binary at $BIN (is cargo installed?)"
+}
+
+need_bin() {
+    [[ -x $BIN ]] || die "no binary at $BIN: run 'scripts/cluster.sh start' or 'cargo build --release' first"
+}
+
+conf() { echo "$DIR/cluster.conf"; }
+pidf() { echo "$DIR/node$1.pid"; }
+fifof() { echo "$DIR/node$1.fifo"; }
+logf() { echo "$DIR/node$1.log"; }
+
+# The node ids of cluster.conf, one per line.
+node_ids() {
+    [[ -f $(conf) ]] || die "no cluster in $DIR (no cluster.conf): run 'scripts/cluster.sh start' first"
+    awk '$1 == "node" && $2 ~ /^[0-9]+$/ { print $2 }' "$(conf)"
+}
+
+node_port() {
+    awk -v id="$1" '$1 == "node" && $2 == id { n = split($3, a, ":"); print a[n] }' "$(conf)"
+}
+
+check_id() {
+    [[ $1 =~ ^[0-9]+$ ]] || die "bad node id '$1'"
+    node_ids | grep -qx "$1" || die "no node $1 in $(conf)"
+}
+
+# Prints the recorded pid of node $1 if that process is alive and is really
+# that node (same node id and data dir), so a recycled pid is never touched.
+live_pid() {
+    local pid cmdline
+    [[ -f $(pidf "$1") ]] || return 1
+    pid=$(<"$(pidf "$1")")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *" node $1 --data $DIR "* ]] || return 1
+    echo "$pid"
+}
+
+running() { live_pid "$1" >/dev/null; }
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Writes one line to node $1's stdin. The FIFO is opened read-write, which
+# never blocks; the caller checks that the node is running first.
+send_line() {
+    local fd
+    exec {fd}<>"$(fifof "$1")"
+    printf '%s\n' "$2" >&"$fd"
+    exec {fd}>&-
+}
+
+send_to() {
+    running "$1" || die "node $1 is not running"
+    send_line "$1" "$2"
+}
+
+log_size() {
+    if [[ -f $(logf "$1") ]]; then stat -c %s "$(logf "$1")"; else echo 0; fi
+}
+
+status_re() { echo "^node $1 depth [0-9]+ "; }
+
+# After byte offset $2 of node $1's log, prints the lines up to (not including)
+# the $3-th status line of the node, then that status line prefixed by '@@ '.
+# Fails if that many status lines are not there yet.
+reply_after() {
+    tail -c +"$(($2 + 1))" "$(logf "$1")" 2>/dev/null | awk -v re="$(status_re "$1")" -v want="$3" '
+        $0 ~ re { if (++seen == want) { print "@@ " $0; found = 1; exit } }
+        { print }
+        END { exit !found }'
+}
+
+# Sends `status` to each node given and fills STATUS[id] with its first reply
+# line (empty if the node gave none within $1 seconds).
+declare -A STATUS=()
+query_status() {
+    local timeout=$1 id
+    shift
+    local -A off=()
+    STATUS=()
+    for id in "$@"; do
+        off[$id]=$(log_size "$id")
+        if running "$id"; then send_line "$id" status; fi
+    done
+    local deadline=$((SECONDS + timeout)) pending line
+    while :; do
+        pending=0
+        for id in "$@"; do
+            [[ -n ${STATUS[$id]:-} ]] && continue
+            if line=$(tail -c +"$((off[$id] + 1))" "$(logf "$id")" 2>/dev/null |
+                grep -m1 -E "$(status_re "$id")"); then
+                STATUS[$id]=$line
+            else
+                pending=1
+            fi
+        done
+        ((pending)) || return 0
+        ((SECONDS < deadline)) || return 0
+        sleep 0.05
+    done
+}
+
+# Field $2 (depth, head, queue, ...) of status line $1.
+field() {
+    awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }' <<<"$1"
+}
+
+start_node() {
+    local id=$1 pid fifo log
+    fifo=$(fifof "$id")
+    log=$(logf "$id")
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    local args=(node "$id" --data "$DIR")
+    [[ -n $DELAY ]] && args+=(--delay "$DELAY")
+    ((VERBOSE)) && args+=(--verbose)
+    # stdin is the FIFO opened read-write: the node holds a writer itself, so it
+    # never sees EOF, and writing to the FIFO never blocks while it runs.
+    # setsid (when present) keeps terminal signals such as Ctrl-C away from it.
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$BIN" "${args[@]}" <>"$fifo" >>"$log" 2>&1 &
+    else
+        "$BIN" "${args[@]}" <>"$fifo" >>"$log" 2>&1 &
+    fi
+    pid=$!
+    echo "$pid" >"$(pidf "$id")"
+}
+
+# Waits until each node given answers status; fails naming the first that
+# does not (and prints the end of its log).
+await_up() {
+    local id deadline=$((SECONDS + 30))
+    local todo=("$@") left
+    while ((${#todo[@]})); do
+        query_status 2 "${todo[@]}"
+        left=()
+        for id in "${todo[@]}"; do
+            if [[ -z ${STATUS[$id]:-} ]]; then
+                if ! running "$id"; then
+                    echo "cluster.sh: node $id exited while starting; end of $(logf "$id"):" >&2
+                    tail -n 20 "$(logf "$id")" >&2 || true
+                    return 1
+                fi
+                left+=("$id")
+            fi
+        done
+        todo=("${left[@]}")
+        if ((${#todo[@]})) && ((SECONDS >= deadline)); then
+            echo "cluster.sh: node ${todo[0]} did not answer status within 30 s; end of its log:" >&2
+            tail -n 20 "$(logf "${todo[0]}")" >&2 || true
+            return 1
+        fi
+    done
+}
+
+# Ends node $1 if running: SIGTERM, then SIGKILL after 5 s.
+stop_node() {
+    local pid i
+    if pid=$(live_pid "$1"); then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            running "$1" || break
+            sleep 0.1
+        done
+        if live_pid "$1" >/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+            for ((i = 0; i < 50; i++)); do
+                running "$1" || break
+                sleep 0.1
+            done
+        fi
+        echo "stopped node $1 (pid $pid)"
+    fi
+    rm -f "$(pidf "$1")" "$(fifof "$1")"
+}
+
+await_exit() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        running "$1" || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cmd_start() {
+    local n=${1:-} ids id port
+    [[ -z $n || $n =~ ^[1-9][0-9]*$ ]] || die "bad node count '$n'"
+    if [[ -f $(conf) ]]; then
+        for id in $(node_ids); do
+            running "$id" && die "node $id of $DIR is already running (scripts/cluster.sh --data $DIR stop first)"
+        done
+    fi
+    build
+    if ((KEEP)); then
+        [[ -f $(conf) ]] || die "--keep: no cluster.conf in $DIR"
+        mapfile -t ids < <(node_ids)
+        [[ -z $n || $n == "${#ids[@]}" ]] || die "--keep: $DIR has ${#ids[@]} nodes, not $n"
+    else
+        n=${n:-5}
+        mkdir -p "$DIR"
+        local out
+        if ! out=$("$BIN" init --nodes "$n" --data "$DIR" --host 127.0.0.1 --base-port "$BASE_PORT" --force 2>&1); then
+            printf '%s\n' "$out" >&2
+            die "benmo init failed"
+        fi
+        mapfile -t ids < <(node_ids)
+        ((${#ids[@]} == n)) || die "benmo init wrote ${#ids[@]} nodes to $(conf), not $n"
+        for id in "${ids[@]}"; do : >"$(logf "$id")"; done
+    fi
+    for id in "${ids[@]}"; do
+        port=$(node_port "$id")
+        [[ -n $port ]] && port_in_use "$port" &&
+            die "port $port (node $id) is already in use: another cluster? try --base-port"
+    done
+    for id in "${ids[@]}"; do start_node "$id"; done
+    if ! await_up "${ids[@]}"; then
+        for id in "${ids[@]}"; do stop_node "$id" >/dev/null; done
+        die "start failed; stopped the nodes"
+    fi
+    echo "started ${#ids[@]} nodes (data $DIR, ports $(node_port "${ids[0]}")-$(node_port "${ids[-1]}"), logs $DIR/node<i>.log)"
+}
+
+cmd_wait() {
+    local timeout=30 ids=() id
+    # First number is the timeout; any further ones are node ids.
+    if (($#)); then
+        [[ $1 =~ ^[0-9]+$ ]] || die "wait: bad timeout '$1'"
+        timeout=$1
+        shift
+    fi
+    for id in "$@"; do check_id "$id"; done
+    local want=("$@")
+    ((${#want[@]})) || mapfile -t want < <(node_ids)
+    local deadline=$((SECONDS + timeout)) problems
+    while :; do
+        ids=()
+        for id in "${want[@]}"; do running "$id" && ids+=("$id"); done
+        ((${#ids[@]})) || die "wait: no running node"
+        query_status 3 "${ids[@]}"
+        problems=()
+        local max=-1 head="" d q h heads_differ=0
+        for id in "${ids[@]}"; do
+            [[ -n ${STATUS[$id]:-} ]] || continue
+            d=$(field "${STATUS[$id]}" depth)
+            ((d > max)) && max=$d
+        done
+        for id in "${ids[@]}"; do
+            if [[ -z ${STATUS[$id]:-} ]]; then
+                problems+=("node $id does not answer status")
+                continue
+            fi
+            d=$(field "${STATUS[$id]}" depth)
+            q=$(field "${STATUS[$id]}" queue)
+            h=$(field "${STATUS[$id]}" head)
+            ((d < max)) && problems+=("node $id is at depth $d (others at $max)")
+            [[ $q == 0 ]] || problems+=("node $id has $q queued transfer(s)")
+            if ((d == max)); then
+                if [[ -z $head ]]; then head=$h; elif [[ $h != "$head" ]]; then heads_differ=1; fi
+            fi
+        done
+        ((heads_differ)) && problems+=("nodes at depth $max have different heads")
+        if ((${#problems[@]} == 0)); then
+            echo "converged: nodes ${ids[*]} at depth $max, head $head, no queued transfers"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "cluster.sh: wait: not converged after ${timeout}s:" >&2
+            printf '  %s\n' "${problems[@]}" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+cmd_ask() {
+    local id=$1 off reply i
+    shift
+    local cmd="$*" nstat=1
+    [[ ${1:-} == status ]] && nstat=2
+    running "$id" || die "node $id is not running"
+    off=$(log_size "$id")
+    send_line "$id" "$cmd"
+    send_line "$id" status
+    for ((i = 0; i < 200; i++)); do
+        if reply=$(reply_after "$id" "$off" "$nstat"); then
+            # The reply: every line before the sentinel status line.
+            sed '/^@@ /d' <<<"$reply"
+            return 0
+        fi
+        running "$id" || {
+            [[ ${1:-} == crashNode ]] && return 0
+            die "node $id exited"
+        }
+        sleep 0.05
+    done
+    die "node $id did not answer within 10 s"
+}
+
+cmd_status() {
+    local id pid ids
+    mapfile -t ids < <(node_ids)
+    local up=()
+    for id in "${ids[@]}"; do running "$id" && up+=("$id"); done
+    ((${#up[@]})) && query_status 3 "${up[@]}"
+    for id in "${ids[@]}"; do
+        if pid=$(live_pid "$id"); then
+            echo "node$id running pid $pid: ${STATUS[$id]:-(no answer to status)}"
+        else
+            echo "node$id stopped"
+        fi
+    done
+}
+
+sub=${ARGS[0]}
+set -- "${ARGS[@]:1}"
+case $sub in
+    start)
+        (($# <= 1)) || die "usage: start [N]"
+        cmd_start "${1:-}"
+        ;;
+    send)
+        (($# >= 2)) || die "usage: send ID COMMAND..."
+        check_id "$1"
+        id=$1
+        shift
+        send_to "$id" "$*"
+        ;;
+    ask)
+        (($# >= 2)) || die "usage: ask ID COMMAND..."
+        check_id "$1"
+        cmd_ask "$@"
+        ;;
+    crash)
+        (($# == 1)) || die "usage: crash ID"
+        check_id "$1"
+        send_to "$1" crashNode
+        await_exit "$1" || die "node $1 still runs 10 s after crashNode"
+        rm -f "$(pidf "$1")"
+        echo "node $1 crashed"
+        ;;
+    kill)
+        (($# == 1)) || die "usage: kill ID"
+        check_id "$1"
+        pid=$(live_pid "$1") || die "node $1 is not running"
+        kill -KILL "$pid"
+        await_exit "$1" || die "node $1 (pid $pid) survived kill -9"
+        rm -f "$(pidf "$1")"
+        echo "killed node $1 (pid $pid)"
+        ;;
+    restart)
+        (($# == 1)) || die "usage: restart ID"
+        check_id "$1"
+        running "$1" && die "node $1 is running"
+        need_bin
+        port=$(node_port "$1")
+        [[ -n $port ]] && port_in_use "$port" && die "port $port of node $1 is in use"
+        start_node "$1"
+        await_up "$1" || die "node $1 did not come up"
+        echo "restarted node $1 (pid $(<"$(pidf "$1")"))"
+        ;;
+    sever | restore)
+        (($# == 2)) || die "usage: $sub A B"
+        check_id "$1"
+        check_id "$2"
+        [[ $1 != "$2" ]] || die "$sub: A and B must differ"
+        verb=severLink
+        [[ $sub == restore ]] && verb=restoreLink
+        ok=0
+        for pair in "$1 $2" "$2 $1"; do
+            read -r a b <<<"$pair"
+            if running "$a"; then
+                send_line "$a" "$verb $b"
+            else
+                echo "cluster.sh: node $a is not running; its side of the link is unchanged" >&2
+                ok=1
+            fi
+        done
+        exit "$ok"
+        ;;
+    wait)
+        cmd_wait "$@"
+        ;;
+    status)
+        (($# == 0)) || die "usage: status"
+        cmd_status
+        ;;
+    logs)
+        (($# == 1)) || die "usage: logs ID"
+        check_id "$1"
+        cat "$(logf "$1")"
+        ;;
+    audit)
+        (($# == 0)) || die "usage: audit"
+        need_bin
+        exec "$BIN" audit --data "$DIR"
+        ;;
+    stop)
+        (($# == 0)) || die "usage: stop"
+        # Exactly the nodes whose pid files this script wrote.
+        shopt -s nullglob
+        for f in "$DIR"/node*.pid; do
+            id=${f##*/node}
+            id=${id%.pid}
+            [[ $id =~ ^[0-9]+$ ]] && stop_node "$id"
+        done
+        rm -f "$DIR"/node*.fifo
+        ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+esac
