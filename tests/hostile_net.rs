@@ -292,6 +292,17 @@ fn bad_input_is_dropped_and_logged_once_and_peers_keep_working() {
         raw.put(&frames);
         raw.expect_dropped(&c, "undecodable envelope in frame 1");
     }
+    // well-formed envelopes naming nodes that do not exist (these used to kill the node),
+    for json in [
+        r#"{"depth":1,"msg":{"Accept":{"ballot":{"round":9,"node":18446744073709551615},"depth":2,"value":{"proposer":1,"transfers":[]}}}}"#,
+        r#"{"depth":1,"msg":{"Heartbeat":{"ballot":{"round":9,"node":3}}}}"#,
+        r#"{"depth":1,"msg":{"Forward":{"transfers":[[1,1,7,5]]}}}"#,
+    ] {
+        let mut raw = Raw::login(&a, k, 1);
+        let frame = raw.frame(json.as_bytes());
+        raw.put(&frame);
+        raw.expect_dropped(&c, "envelope in frame 0 names unknown node");
+    }
     // and garbage where the next frame should be.
     let mut raw = Raw::login(&a, k, 2);
     raw.put(&noise(100));
