@@ -254,3 +254,157 @@ mod tests {
         assert!(err.len() < 100, "{err}");
     }
 }
+
+/// Hostile input: whatever a line holds, `parse` (and `with_args` for the answers to a bare
+/// command) returns exactly one outcome, never panics, and an error is one short printable
+/// line that cannot smuggle terminal control sequences or a second `error:` line.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        "moneyTransfer",
+        "printBlockchain",
+        "printBalance",
+        "printBalances",
+        "printQueue",
+        "status",
+        "crashNode",
+        "severLink",
+        "restoreLink",
+        "help",
+    ];
+
+    fn check_error(input: &str, err: &str) {
+        assert!(!err.is_empty(), "{input:?}: empty error");
+        assert!(
+            !err.chars().any(char::is_control),
+            "{input:?}: control character in {err:?}"
+        );
+        // Words are quoted at most 32 characters (of at most 4 bytes) each.
+        assert!(err.len() <= 256, "{input:?}: error of {} bytes", err.len());
+        assert!(
+            !err.contains("error:"),
+            "{input:?}: nested error in {err:?}"
+        );
+    }
+
+    fn check(line: &str) {
+        match parse(line) {
+            Err(e) => check_error(line, &e),
+            Ok(Parsed::Nothing) => assert!(line.trim().is_empty(), "{line:?}"),
+            Ok(Parsed::Help) => assert_eq!(line.split_whitespace().next(), Some("help")),
+            Ok(Parsed::Ask(bare)) => {
+                assert_eq!(line.split_whitespace().collect::<Vec<_>>(), [bare.name()]);
+            }
+            Ok(Parsed::Command(c)) => {
+                let first = line.split_whitespace().next().unwrap_or_default();
+                assert!(NAMES.contains(&first), "{line:?} gave {c:?}");
+                assert!(line.len() <= MAX_LINE);
+            }
+        }
+    }
+
+    /// Words that look like arguments: numbers of every size and sign, and junk.
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i128>().prop_map(|n| n.to_string()),
+            (0u8..8).prop_map(|n| n.to_string()),
+            "[0-9]{15,60}",
+            "[+-]?[0-9]{0,4}(\\.[0-9]{0,3})?(e[0-9]{1,3})?",
+            "\\PC{0,40}",
+            any::<String>(),
+            Just(String::new()),
+        ]
+    }
+
+    fn command_line() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(NAMES),
+            prop::collection::vec(word(), 0..5),
+            "[ \t\u{b}\u{c}\r\u{85}\u{a0}\u{3000}]{1,3}",
+        )
+            .prop_map(|(name, args, sep)| {
+                std::iter::once(name.to_string())
+                    .chain(args)
+                    .collect::<Vec<_>>()
+                    .join(&sep)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_string_parses_to_one_outcome(line in any::<String>()) {
+            check(&line);
+        }
+
+        #[test]
+        fn command_like_lines_parse_to_one_outcome(line in command_line()) {
+            check(&line);
+        }
+
+        #[test]
+        fn long_lines_are_refused_without_echo(fill in "\\PC{1,8}", times in 100usize..2000) {
+            let line = format!("moneyTransfer 0 1 {}", fill.repeat(times));
+            check(&line);
+            if line.len() > MAX_LINE {
+                let err = parse(&line).unwrap_err();
+                prop_assert!(err.starts_with("line too long"), "{}", err);
+            }
+        }
+
+        #[test]
+        fn answers_to_bare_commands_give_one_outcome(
+            name in prop::sample::select(&["moneyTransfer", "severLink", "restoreLink", "bogus"][..]),
+            answers in prop::collection::vec(word(), 0..4),
+        ) {
+            let words: Vec<&str> = answers.iter().map(String::as_str).collect();
+            match with_args(name, &words) {
+                Err(e) => check_error(&answers.join(" "), &e),
+                Ok(Command::Transfer { amount, .. }) => {
+                    prop_assert_eq!((name, words.len()), ("moneyTransfer", 3));
+                    prop_assert!(amount > 0);
+                }
+                Ok(Command::Sever(_) | Command::Restore(_)) => {
+                    prop_assert_eq!(words.len(), 1);
+                    prop_assert_ne!(name, "moneyTransfer");
+                }
+                Ok(other) => prop_assert!(false, "{:?} from {:?}", other, answers),
+            }
+        }
+    }
+
+    #[test]
+    fn strange_but_tricky_lines() {
+        for line in [
+            "\u{feff}status",
+            "status\u{0}",
+            "moneyTransfer\u{0}0 1 5",
+            "moneyTransfer 0 1 +5",
+            "moneyTransfer 0 1 05",
+            "moneyTransfer 0 1 18446744073709551616",
+            "moneyTransfer 18446744073709551616 1 5",
+            "moneyTransfer ０ １ ５",
+            "severLink \u{1b}[31m",
+            "\u{202e}sutats",
+            &"\u{1b}".repeat(MAX_LINE),
+            &"é".repeat(MAX_LINE / 2 + 1),
+            &format!("{} status", " ".repeat(MAX_LINE - 7)),
+        ] {
+            check(line);
+        }
+        // A leading plus sign is how Rust parses integers; it is a valid amount.
+        assert_eq!(
+            parse("moneyTransfer 0 1 +5"),
+            Ok(Parsed::Command(Command::Transfer {
+                debit: 0,
+                credit: 1,
+                amount: 5
+            }))
+        );
+    }
+}

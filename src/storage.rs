@@ -28,7 +28,7 @@
 //! On open the chain is replayed into a `Ledger`; only each block's offset is kept in memory,
 //! which is enough for `blocks` to serve catch-up with a single read.
 
-use crate::ledger::{Block, Ledger};
+use crate::ledger::{Block, Ledger, NodeId};
 use crate::paxos::Record;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -212,8 +212,20 @@ impl Store {
 
     /// Loads the chain and the WAL, cutting off torn tails (reported in `repairs`).
     pub fn open(dir: &Path, nodes: usize, balance: u64) -> Result<Opened, StoreError> {
+        Self::open_as(dir, nodes, balance, None)
+    }
+
+    /// `open` for the state of node `owner`: a WAL record that node could never have
+    /// written (a queued transfer from another account) is `Corrupt` at its offset, instead
+    /// of reaching the protocol core, which trusts its own log.
+    pub fn open_as(
+        dir: &Path,
+        nodes: usize,
+        balance: u64,
+        owner: Option<NodeId>,
+    ) -> Result<Opened, StoreError> {
         let mut index = Vec::new();
-        let loaded = load(dir, nodes, balance, |offset, _| index.push(offset))?;
+        let loaded = load(dir, nodes, balance, owner, |offset, _| index.push(offset))?;
         // Only now, with both files known good, may anything be changed.
         let mut repairs = Vec::new();
         for (path, extent) in &loaded.files {
@@ -251,9 +263,20 @@ impl Store {
         dir: &Path,
         nodes: usize,
         balance: u64,
+        each: impl FnMut(&Block),
+    ) -> Result<(Ledger, Option<String>), StoreError> {
+        Self::verify_as(dir, nodes, balance, None, each)
+    }
+
+    /// `verify` with the WAL checks of `open_as`.
+    pub fn verify_as(
+        dir: &Path,
+        nodes: usize,
+        balance: u64,
+        owner: Option<NodeId>,
         mut each: impl FnMut(&Block),
     ) -> Result<(Ledger, Option<String>), StoreError> {
-        let loaded = load(dir, nodes, balance, |_, block| each(block))?;
+        let loaded = load(dir, nodes, balance, owner, |_, block| each(block))?;
         let notes: Vec<String> = loaded
             .files
             .iter()
@@ -441,6 +464,7 @@ fn load(
     dir: &Path,
     nodes: usize,
     balance: u64,
+    owner: Option<NodeId>,
     mut on_block: impl FnMut(u64, &Block),
 ) -> Result<Loaded, StoreError> {
     let (chain_path, wal_path) = (dir.join(CHAIN), dir.join(WAL));
@@ -466,6 +490,14 @@ fn load(
     let wal = scan(&wal_path, |_, payload| {
         let record =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable record: {e}"))?;
+        if let (Record::Queue(t), Some(owner)) = (&record, owner) {
+            if t.debit() != owner {
+                return Err(format!(
+                    "queued transfer {} is not from node {owner}'s account",
+                    t.id
+                ));
+            }
+        }
         records.push(record);
         Ok(())
     })?;
