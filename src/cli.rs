@@ -87,6 +87,7 @@ pub fn parse_delay(text: &str) -> Result<(u64, u64), String> {
     Ok((lo, hi))
 }
 
+#[derive(Debug)]
 pub struct InitOptions {
     pub nodes: usize,
     pub balance: u64,

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
         "node" => NodeOptions::parse(args).and_then(node::run),
         "audit" => return audit(args),
         "bench" => benmo::bench::main(args),
-        "help" | "-h" | "--help" => Ok(println!("{}", cli::USAGE)),
+        "help" | "-h" | "--help" => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
         other => Err(format!("unknown command '{other}'\n{}", cli::USAGE)),
     };
     match result {

@@ -80,7 +80,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         ));
     }
     let dir = config::node_dir(&opts.data, id);
-    let amnesic = opts.recover && recover(&dir, &config)?;
+    let amnesic = opts.recover && recover(&dir, &config, id)?;
     let Opened {
         mut store,
         ledger,
@@ -126,8 +126,9 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 
 /// `--recover`: moves damaged files aside, keeping their good records. Returns whether
 /// WAL records were lost, in which case the node must not vote until that is safe.
-fn recover(dir: &std::path::Path, config: &Config) -> Result<bool, String> {
-    let done = Store::recover(dir, config.nodes(), config.balance).map_err(|e| e.to_string())?;
+fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
+    let done =
+        Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| e.to_string())?;
     if done.moved.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }

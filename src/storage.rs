@@ -403,21 +403,34 @@ impl Store {
     /// damage: the rest of the chain comes back from peers, hash-checked. `wal_lost` says
     /// that WAL records after the damage (promises, accepted values, queued transfers) are
     /// gone, which the protocol must then make safe.
-    pub fn recover(dir: &Path, nodes: usize, balance: u64) -> Result<Recovery, StoreError> {
+    pub fn recover(
+        dir: &Path,
+        nodes: usize,
+        balance: u64,
+        owner: NodeId,
+    ) -> Result<Recovery, StoreError> {
         let mut recovery = Recovery::default();
         loop {
-            let (file, offset, reason) = match load(dir, nodes, balance, |_, _| {}) {
+            let (file, offset, reason) = match load(dir, nodes, balance, Some(owner), |_, _| {}) {
                 Ok(_) => return Ok(recovery),
-                Err(StoreError::Corrupt { file, offset, reason }) if recovery.moved.len() < 2 => {
-                    (file, offset, reason)
-                }
+                Err(StoreError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                }) if recovery.moved.len() < 2 => (file, offset, reason),
                 Err(e) => return Err(e),
             };
-            let name = file.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let name = file
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().to_string());
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             let aside = unused_name(dir, &format!("{name}.damaged-{secs}"));
             let mut good = vec![0; offset as usize];
-            File::open(&file).and_then(|mut f| f.read_exact(&mut good)).map_err(io_err(&file))?;
+            File::open(&file)
+                .and_then(|mut f| f.read_exact(&mut good))
+                .map_err(io_err(&file))?;
             fs::rename(&file, &aside).map_err(io_err(&file))?;
             fs::write(&file, &good)
                 .and_then(|()| File::open(&file)?.sync_all())
@@ -1204,18 +1217,21 @@ mod tests {
     #[test]
     fn recover_moves_damage_aside_and_keeps_the_good_prefix() {
         let (_tmp, dir) = fresh(&chain(3), &records());
-        let intact = Store::recover(&dir, NODES, BALANCE).unwrap();
+        let intact = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
         assert!(intact.moved.is_empty() && !intact.wal_lost);
         let second = offsets(&chain(3))[1];
         flip(&dir.join(CHAIN), second + HEADER as u64 + 3, 0x01);
         let damaged = read(&dir).0;
-        let done = Store::recover(&dir, NODES, BALANCE).unwrap();
+        let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
         assert_eq!(done.moved.len(), 1);
         assert!(!done.wal_lost);
-        assert_eq!(fs::read(&done.moved[0]).unwrap(), damaged, "the damaged file is kept whole");
+        assert_eq!(
+            fs::read(&done.moved[0]).unwrap(),
+            damaged,
+            "the damaged file is kept whole"
+        );
         let opened = open(&dir).unwrap();
         assert_eq!(opened.store.depth(), 1, "blocks before the damage are kept");
         assert_eq!(opened.records, records());
     }
-
 }

@@ -12,25 +12,39 @@ fn commit_some(c: &mut LocalCluster, from: usize, count: usize) {
     let n = c.nodes.len();
     for k in 0..count {
         let node = c.node(from);
-        node.send(&format!("moneyTransfer {from} {} 1", (from + 1 + k % (n - 1)) % n));
+        node.send(&format!(
+            "moneyTransfer {from} {} 1",
+            (from + 1 + k % (n - 1)) % n
+        ));
         let deadline = Instant::now() + Duration::from_secs(30);
-        let queued = node.wait_for(deadline, |l| l.starts_with("queued ")).expect("queued");
+        let queued = node
+            .wait_for(deadline, |l| l.starts_with("queued "))
+            .expect("queued");
         let id = queued.split_whitespace().nth(1).unwrap().to_string();
-        node.wait_for(deadline, |l| l.starts_with(&format!("committed {id} "))).expect("committed");
+        node.wait_for(deadline, |l| l.starts_with(&format!("committed {id} ")))
+            .expect("committed");
     }
 }
 
 /// Flips one byte in the middle of the file's first record payload.
 fn damage(path: &Path) -> u64 {
     let mut bytes = fs::read(path).unwrap();
-    assert!(bytes.len() > 20, "{} is too short to damage", path.display());
+    assert!(
+        bytes.len() > 20,
+        "{} is too short to damage",
+        path.display()
+    );
     bytes[14] ^= 0x04;
     fs::write(path, bytes).unwrap();
     0
 }
 
 fn start_fails(data: &Path, id: usize) -> String {
-    let out = Command::new(EXE).args(["node", &id.to_string(), "--data"]).arg(data).output().unwrap();
+    let out = Command::new(EXE)
+        .args(["node", &id.to_string(), "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
@@ -45,10 +59,18 @@ fn recover_after_damage(file: &str) {
     let path = dir.path().join("node2").join(file);
     let offset = damage(&path);
     let err = start_fails(dir.path(), 2);
-    assert!(err.starts_with("error: ") && err.contains(file) && err.contains(&format!("offset {offset}")), "{err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains(file)
+            && err.contains(&format!("offset {offset}")),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     let audit = c.audit().unwrap_err();
-    assert!(audit.contains(file) && audit.contains(&format!("offset {offset}")), "{audit}");
+    assert!(
+        audit.contains(file) && audit.contains(&format!("offset {offset}")),
+        "{audit}"
+    );
     c.node_args = vec!["--recover".into()];
     c.start(2).unwrap();
     c.node_args.clear();
@@ -58,7 +80,10 @@ fn recover_after_damage(file: &str) {
     let status = c.converge(Duration::from_secs(30)).unwrap();
     assert_eq!(status.transfers, 5);
     assert!(c.audit().unwrap().contains("audit ok"));
-    let aside = fs::read_dir(dir.path().join("node2")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
+    let aside = fs::read_dir(dir.path().join("node2"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
     assert!(aside, "the damaged file is kept");
 }
 
