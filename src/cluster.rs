@@ -45,6 +45,18 @@ impl NodeProc {
             .is_ok()
     }
 
+    /// Hands stdin to the caller (the benchmark writes from its own threads); `send` then
+    /// returns false.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// Another handle on the stdout line stream. Lines go to whichever handle reads first,
+    /// so use either this or `line`/`wait_for`, not both.
+    pub fn line_stream(&self) -> Receiver<String> {
+        self.lines.clone()
+    }
+
     /// Closes stdin: the node must keep running.
     pub fn close_stdin(&mut self) {
         self.stdin = None;
@@ -161,14 +173,24 @@ pub fn free_ports(n: usize) -> u16 {
 }
 
 impl LocalCluster {
-    /// Runs `benmo init` for a fresh cluster in `data`.
+    /// Runs `benmo init` for a fresh cluster in `data`, on free ports.
     pub fn init(
         exe: &Path,
         data: &Path,
         nodes: usize,
         balance: u64,
     ) -> Result<LocalCluster, String> {
-        let port = free_ports(nodes);
+        Self::init_on_port(exe, data, nodes, balance, free_ports(nodes))
+    }
+
+    /// Runs `benmo init` for a fresh cluster in `data`, node i listening on `port + i`.
+    pub fn init_on_port(
+        exe: &Path,
+        data: &Path,
+        nodes: usize,
+        balance: u64,
+        port: u16,
+    ) -> Result<LocalCluster, String> {
         let out = Command::new(exe)
             .args([
                 "init",
