@@ -23,8 +23,12 @@ const BATCH: usize = 4096;
 const TICK: Duration = Duration::from_millis(5);
 /// Catch-up chunk size.
 const CHUNK_BYTES: usize = 1 << 20;
-/// The write-ahead log is compacted when it grows past this.
+/// The write-ahead log is compacted when it grows past this, or past twice its size just
+/// after the last compaction, so a large live set is not rewritten on every turn.
 const COMPACT_BYTES: u64 = 8 << 20;
+/// Commands waiting for the event loop; a full channel holds back the stdin thread, so a
+/// flood of input waits in the pipe instead of in memory.
+const STDIN_BACKLOG: usize = 8192;
 
 pub struct NodeOptions {
     pub id: Option<NodeId>,
@@ -104,7 +108,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     };
     let core = Core::recover(params, ledger, records);
     compact(&mut store, &core);
-    let (local_tx, local_rx) = crossbeam_channel::unbounded();
+    let (local_tx, local_rx) = crossbeam_channel::bounded(STDIN_BACKLOG);
     let stop = local_tx.clone();
     ctrlc::set_handler(move || drop(stop.send(Local::Stop)))
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
@@ -172,6 +176,7 @@ struct EventLoop {
     store: Store,
     transport: Transport,
     start: Instant,
+    compact_at: u64,
 }
 
 impl EventLoop {
@@ -219,8 +224,9 @@ impl EventLoop {
         }
         out.flush().ok();
         drop(out);
-        if self.store.wal_bytes() > COMPACT_BYTES {
+        if self.store.wal_bytes() > self.compact_at {
             compact(&mut self.store, &self.core);
+            self.compact_at = COMPACT_BYTES.max(2 * self.store.wal_bytes());
         }
     }
 
