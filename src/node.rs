@@ -119,6 +119,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         .spawn(move || read_commands(stdin, local_tx, interactive))
         .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
     EventLoop {
+        compact_at: COMPACT_BYTES.max(2 * store.wal_bytes()),
         core,
         store,
         transport,
