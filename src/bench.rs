@@ -53,9 +53,6 @@ struct Options {
 
 impl Options {
     fn parse(mut args: Args) -> Result<Options, String> {
-        if args.switch("--no-fsync") {
-            return Err("--no-fsync is not supported: nodes always fsync".to_string());
-        }
         let opts = Options {
             nodes: args.parsed("--nodes", 5)?,
             transfers: args.parsed("--transfers", 200_000)?,

@@ -10,7 +10,8 @@ usage:
   benmo init [--nodes N] [--balance B] [--data DIR] [--host H] [--base-port P] [--force]
   benmo node [ID] [--data DIR] [--delay MIN..MAX] [--verbose] [--recover]
   benmo audit [--data DIR]
-  benmo bench [--nodes N] [--transfers T] [--data DIR] [--base-port P] [--no-fsync]";
+  benmo bench [--nodes N] [--transfers T] [--unloaded U] [--data DIR] [--base-port P]
+  benmo bench --append";
 
 /// Splits `--flag value` pairs and plain words, refusing unknown flags.
 pub struct Args {
