@@ -313,8 +313,19 @@ impl Bank {
 
     fn crash(&mut self, id: usize) {
         self.faults.crashes += 1;
-        self.log(format!("crashNode at node {id}"));
+        // Transfers just before `crashNode` must be answered (stdin is handled in order and
+        // the node flushes before it exits); those just after are never read.
+        let (before, after) = (self.rng.gen_range(0..=3), self.rng.gen_range(0..=3));
+        self.log(format!(
+            "crashNode at node {id} ({before} transfers before it, {after} after)"
+        ));
+        for _ in 0..before {
+            self.submit_at(id);
+        }
         self.c.node(id).send("crashNode");
+        for _ in 0..after {
+            self.submit_at(id);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.c.node(id).exited().is_none() {
             if Instant::now() > deadline {
