@@ -152,6 +152,10 @@ pub struct LocalCluster {
     pub nodes: Vec<Option<NodeProc>>,
     /// Extra flags for every `benmo node`.
     pub node_args: Vec<String>,
+    /// A command that node `i` runs under when `prefixes[i]` is not empty, for example
+    /// `["ip", "netns", "exec", "NS"]`. The prefix must exec the node in place (keep the
+    /// PID), so that killing the child kills the node.
+    pub prefixes: Vec<Vec<String>>,
 }
 
 /// A base port with `n` free consecutive ports above it on 127.0.0.1.
@@ -210,12 +214,12 @@ impl LocalCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let nodes = (0..nodes).map(|_| None).collect();
         Ok(LocalCluster {
             exe: exe.to_path_buf(),
             data: data.to_path_buf(),
-            nodes,
+            nodes: (0..nodes).map(|_| None).collect(),
             node_args: Vec::new(),
+            prefixes: vec![Vec::new(); nodes],
         })
     }
 
@@ -223,7 +227,15 @@ impl LocalCluster {
     pub fn start(&mut self, id: usize) -> Result<(), String> {
         let log = fs::File::create(self.data.join(format!("node{id}.stderr")))
             .map_err(|e| format!("cannot create stderr log: {e}"))?;
-        let mut child = Command::new(&self.exe)
+        let mut command = match self.prefixes.get(id).map(Vec::as_slice) {
+            Some([program, args @ ..]) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.exe);
+                c
+            }
+            _ => Command::new(&self.exe),
+        };
+        let mut child = command
             .args(["node", &id.to_string(), "--data"])
             .arg(&self.data)
             .args(&self.node_args)
