@@ -159,15 +159,12 @@ pub struct LocalCluster {
 }
 
 /// A base port with `n` free consecutive ports above it on 127.0.0.1.
+///
+/// The ports come from below Linux's ephemeral range (32768 and up), so the outgoing
+/// connections of other tests running at the same time cannot take them.
 pub fn free_ports(n: usize) -> u16 {
-    for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        if base == 0 || base as usize + n > 65000 {
-            continue;
-        }
+    for _ in 0..500 {
+        let base = rand::Rng::gen_range(&mut rand::thread_rng(), 10_000..32_000 - n as u16);
         let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i as u16)).is_ok());
         if all_free {
             return base;
@@ -225,7 +222,10 @@ impl LocalCluster {
 
     /// Starts node `id` and waits for its banner.
     pub fn start(&mut self, id: usize) -> Result<(), String> {
-        let log = fs::File::create(self.data.join(format!("node{id}.stderr")))
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join(format!("node{id}.stderr")))
             .map_err(|e| format!("cannot create stderr log: {e}"))?;
         let mut command = match self.prefixes.get(id).map(Vec::as_slice) {
             Some([program, args @ ..]) => {
@@ -259,7 +259,8 @@ impl LocalCluster {
             lines: rx,
             seen: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a loaded CI machine can take seconds to start a process.
+        let deadline = Instant::now() + Duration::from_secs(30);
         node.wait_for(deadline, |l| l.contains("listening on"))
             .ok_or(format!("node {id} did not start"))?;
         self.nodes[id] = Some(node);

@@ -231,8 +231,9 @@ fn node_keeps_serving_after_stdin_ends() {
     let id = txid(&transfer(&mut c, 0, 2, 3));
     committed(&mut c, 0, &id);
     assert!(c.node(2).exited().is_none(), "node 2 exited at EOF");
-    let s = c.status(1, SETTLE).unwrap();
+    let s = c.converge(SETTLE).unwrap();
     assert!(s.depth >= 1);
+    assert!(c.node(2).exited().is_none(), "node 2 exited at EOF");
 }
 
 fn benmo(args: &[&str], data: &Path) -> (bool, String) {
