@@ -202,6 +202,7 @@ struct Leadership {
 struct Candidacy {
     ballot: Ballot,
     /// For each node that promised: its chain depth and the values it had accepted.
+    #[allow(clippy::type_complexity)]
     promises: BTreeMap<NodeId, (u64, Vec<(u64, Ballot, Proposal)>)>,
     started: u64,
 }
