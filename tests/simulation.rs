@@ -1,0 +1,69 @@
+//! Runs the deterministic simulation over many seeds.
+//!
+//! - `cargo test --test simulation` runs the default seeds (a mix of 3 and 5 nodes).
+//! - `BENMO_SEED=<seed>` replays one seed, with a trace on stderr.
+//! - `BENMO_SIM_SEEDS=<n>` runs a longer soak of n seeds (split over the test threads).
+
+use benmo::sim::{run, SimConfig};
+
+/// Seeds per test function; there are `CHUNKS` of them so the test threads share the work.
+const DEFAULT_SEEDS: u64 = 2_000;
+const CHUNKS: u64 = 4;
+
+fn replay_hint(seed: u64) -> String {
+    format!("replay with: BENMO_SEED={seed} cargo test --test simulation -- --nocapture replay")
+}
+
+fn check(seed: u64, trace: bool) {
+    let cfg = SimConfig {
+        trace,
+        ..SimConfig::for_seed(seed)
+    };
+    if let Err(e) = run(seed, &cfg) {
+        panic!("simulation failed: {e}\n{}", replay_hint(seed));
+    }
+}
+
+/// Runs this chunk's share of the seeds; a single `BENMO_SEED` runs in `replay` instead.
+fn chunk(k: u64) {
+    if std::env::var("BENMO_SEED").is_ok() {
+        return;
+    }
+    let total = std::env::var("BENMO_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    for seed in (k..total).step_by(CHUNKS as usize) {
+        check(seed, false);
+    }
+}
+
+#[test]
+fn replay() {
+    if let Some(seed) = std::env::var("BENMO_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        check(seed, true);
+    }
+}
+
+#[test]
+fn seeds_0() {
+    chunk(0);
+}
+
+#[test]
+fn seeds_1() {
+    chunk(1);
+}
+
+#[test]
+fn seeds_2() {
+    chunk(2);
+}
+
+#[test]
+fn seeds_3() {
+    chunk(3);
+}
