@@ -368,7 +368,7 @@ mod tests {
     #[test]
     fn seal_then_apply_moves_money() {
         let mut l = Ledger::new(3, 100);
-        let b = l.seal(0, &[tx(0, 1, 1, 30), tx(1, 1, 2, 130)]);
+        let b = l.seal(0, &[tx(0, 1, 1, 30), tx(1, 1, 2, 131)]);
         assert_eq!(b.transfers.len(), 1, "the overdraft is left out");
         l.apply(&b).unwrap();
         assert_eq!(l.balances, vec![70, 130, 100]);
