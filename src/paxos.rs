@@ -625,6 +625,19 @@ impl Core {
         }
     }
 
+    /// Asks a random peer known to be ahead, if no request is out. Without this, a request
+    /// lost with its peer was never repeated unless that same peer spoke again, and an idle
+    /// cluster says nothing: the node stayed behind for good.
+    fn retry_catch_up(&mut self, out: &mut Vec<Action>) {
+        let ahead: Vec<NodeId> = (0..self.n)
+            .filter(|&p| p != self.id && !self.severed[p] && self.peer_depth[p] > self.ledger.depth)
+            .collect();
+        if self.catch_up.is_none() && !ahead.is_empty() {
+            let peer = ahead[(rand_next(&mut self.rng) % ahead.len() as u64) as usize];
+            self.maybe_catch_up(peer, out);
+        }
+    }
+
     /// Notes a higher ballot. If it beats our own candidacy or leadership, we step down.
     fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
         self.highest_seen = self.highest_seen.max(ballot);
@@ -1089,6 +1102,7 @@ impl Core {
         {
             self.catch_up = None;
         }
+        self.retry_catch_up(out);
         match self.role {
             Role::Leader(_) => self.lead(out),
             Role::Candidate(ref c) => {

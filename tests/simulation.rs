@@ -67,3 +67,11 @@ fn seeds_2() {
 fn seeds_3() {
     chunk(3);
 }
+
+// ----- seeds that once found bugs (each also has a unit test in src/paxos/tests.rs) -----
+
+/// A lagging node whose catch-up request was lost never asked again in an idle cluster.
+#[test]
+fn regression_lost_catch_up_never_retried() {
+    check(11366, false);
+}

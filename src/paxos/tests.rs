@@ -463,6 +463,30 @@ fn an_origin_crashing_after_a_majority_accepted_its_transfer_commits_it_once() {
     }
 }
 
+#[test]
+fn a_lagging_node_catches_up_in_an_idle_cluster_when_its_request_is_lost() {
+    // Regression (sim seed 11366): the one catch-up request is lost, and no leader is left
+    // to send anything that would prompt another; node 2 stayed behind for good.
+    let mut c = with_leader(3, 0);
+    c.crash(2);
+    c.transfer(0, 1, 5);
+    c.run(500);
+    assert_eq!(c.disks[0].chain.len(), 1);
+    for x in 0..3 {
+        c.crash(x);
+        c.restart(x);
+    }
+    let up = |peer| vec![Event::Link { peer, up: true }];
+    for (x, peer) in [(2, 0), (2, 1), (0, 2), (1, 2)] {
+        c.batch(x, up(peer));
+    }
+    c.deliver(|_| true); // hellos: node 2 asks one of them
+    c.wire
+        .retain(|w| !matches!(w.env.msg, Message::CatchUp { .. }));
+    c.run(2000);
+    c.assert_agree();
+}
+
 // ----- commands -----
 
 #[test]
