@@ -10,13 +10,15 @@
 //! `Core::recover` from the durable chain and records.
 //!
 //! What it throws at the protocol: message delays (so reordering), drops, duplicates,
-//! partitions and heals, crashes and restarts, log compaction, and clients that submit valid,
-//! overdrawing and invalid transfers. Each seed picks its own mix of faults ("swarm testing").
+//! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, log compaction, and
+//! clients that submit valid, overdrawing and invalid transfers (and read-only commands).
+//! Each seed picks its own mix of faults and timers ("swarm testing").
 //!
 //! What it checks, after every batch: no two nodes commit different blocks at one depth; every
 //! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
 //! and no transfer twice; money is conserved; each node's ledger matches its disk; commands
-//! get exactly one `queued` or `error:` line, as the rules say. After the faults stop (heal,
+//! get exactly one `queued` or `error:` line, as the rules say, and `queued` only once the
+//! transfer is durable; read-only commands only print. After the faults stop (heal,
 //! restart, no drops) it checks liveness: within `settle_ms` every acknowledged transfer is
 //! committed, every queue is empty and all chains are equal.
 
@@ -219,6 +221,8 @@ struct Sim<'a> {
     /// Per ordered pair, bumped when the link breaks: a broken link loses what is in flight.
     epoch: Vec<u64>,
     faults: bool,
+    /// Links cut by `severLink` (node, peer); a restart forgets them.
+    severed: BTreeSet<(NodeId, NodeId)>,
     truth: Truth,
     acked: BTreeSet<TxId>,
     announced: HashSet<TxId>,
@@ -251,6 +255,7 @@ impl<'a> Sim<'a> {
             side: vec![false; n],
             epoch: vec![0; n * n],
             faults: true,
+            severed: BTreeSet::new(),
             truth: Truth {
                 chain: Vec::new(),
                 balances: vec![BALANCE; n],
@@ -281,7 +286,7 @@ impl<'a> Sim<'a> {
         self.at(0, Item::Client);
         self.at(0, Item::Fault);
         self.run_until(self.cfg.fault_ms)?;
-        self.calm();
+        self.calm()?;
         let calm_at = self.now;
         let deadline = calm_at + self.cfg.settle_ms;
         while !self.converged() {
@@ -334,7 +339,7 @@ impl<'a> Sim<'a> {
             Item::Tick { node, life } if self.nodes[node].life == life => self.tick(node)?,
             Item::Tick { .. } => {}
             Item::Client => self.client()?,
-            Item::Fault => self.fault(),
+            Item::Fault => self.fault()?,
             Item::Restart(x) => self.restart(x),
         }
         Ok(())
@@ -428,6 +433,7 @@ impl<'a> Sim<'a> {
         );
         node.core = Some(core);
         node.life += 1;
+        self.severed.retain(|&(y, _)| y != x);
         let life = node.life;
         self.trace(|| format!("n{x} restarts at depth {}", self.nodes[x].disk.depth));
         self.relink(before);
@@ -589,6 +595,13 @@ impl<'a> Sim<'a> {
         let txid = words.get(1).and_then(|w| parse_txid(w));
         match (words.first().copied(), txid) {
             (Some("queued"), Some(id)) => {
+                let records = &self.nodes[x].records;
+                if !records
+                    .iter()
+                    .any(|r| matches!(r, Record::Queue(t) if t.id == id))
+                {
+                    return Err(format!("node {x} acknowledged {id} before it was durable"));
+                }
                 self.stats.queued += 1;
                 self.acked.insert(id);
             }
@@ -620,6 +633,17 @@ impl<'a> Sim<'a> {
         let x = self.rng.below(self.cfg.nodes);
         if self.nodes[x].core.is_none() {
             return Ok(());
+        }
+        if self.rng.chance(50) {
+            let cmd = [
+                Command::PrintBlockchain,
+                Command::PrintBalance,
+                Command::PrintBalances,
+                Command::PrintQueue,
+                Command::Status,
+            ][self.rng.below(5)]
+            .clone();
+            return self.read_only(x, cmd);
         }
         let cmd = self.random_transfer(x);
         let ok = self.nodes[x].core.as_ref().is_some_and(|c| valid(c, &cmd));
@@ -656,9 +680,9 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn fault(&mut self) {
+    fn fault(&mut self) -> Result<(), String> {
         if !self.faults {
-            return;
+            return Ok(());
         }
         let gap = self.rng.range(1, self.knobs.fault_gap);
         self.at(self.now + gap, Item::Fault);
@@ -668,7 +692,42 @@ impl<'a> Sim<'a> {
             2 if self.knobs.partition => self.partition(),
             3 => self.heal(),
             4 => self.compact(x),
+            5 if self.knobs.partition => self.sever(x)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// `severLink` on one node; the end of the faults restores it.
+    fn sever(&mut self, x: NodeId) -> Result<(), String> {
+        let peer = (x + 1 + self.rng.below(self.cfg.nodes - 1)) % self.cfg.nodes;
+        if self.nodes[x].core.is_none() || !self.severed.insert((x, peer)) {
+            return Ok(());
+        }
+        self.trace(|| format!("n{x} severs its link to n{peer}"));
+        self.command(x, Command::Sever(peer))
+    }
+
+    /// A command that must not fail, as one batch.
+    fn command(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
+        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        match lines.iter().find(|l| l.starts_with("error:")) {
+            Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// A command that only prints must only print.
+    fn read_only(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
+        let mut out = Vec::new();
+        let core = self.nodes[x].core.as_mut().expect("only a live node runs");
+        core.handle(self.now, Event::Command(cmd.clone()), &mut out);
+        match out
+            .iter()
+            .find(|a| !matches!(a, Action::Print(_) | Action::PrintChain))
+        {
+            Some(a) => Err(format!("node {x}: {cmd:?} did {a:?}")),
+            None => Ok(()),
         }
     }
 
@@ -696,13 +755,17 @@ impl<'a> Sim<'a> {
     }
 
     /// The end of the faults: heal, restart everyone, and deliver reliably from now on.
-    fn calm(&mut self) {
+    fn calm(&mut self) -> Result<(), String> {
         self.faults = false;
         self.knobs = self.knobs.calm();
         self.heal();
         for x in 0..self.cfg.nodes {
             self.restart(x);
         }
+        for (x, peer) in std::mem::take(&mut self.severed) {
+            self.command(x, Command::Restore(peer))?;
+        }
+        Ok(())
     }
 
     fn converged(&self) -> bool {
