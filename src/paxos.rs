@@ -754,6 +754,9 @@ impl Core {
         if depth <= self.ledger.depth || self.decided.contains_key(&depth) {
             return;
         }
+        // The decider holds this depth or soon will: if we cannot apply it (we lack the value,
+        // or a depth below it), it is where to fetch the blocks from.
+        self.peer_depth[from] = self.peer_depth[from].max(depth);
         match self.accepted.get(&depth) {
             Some((b, value)) if *b == ballot => {
                 self.log(out, || {
@@ -762,10 +765,7 @@ impl Core {
                 self.decided.insert(depth, value.clone());
                 self.apply_decided(out);
             }
-            _ => {
-                // We never accepted that value: fetch the block once the decider has it.
-                self.peer_depth[from] = self.peer_depth[from].max(depth);
-            }
+            _ => {} // we never accepted that value: catch-up fetches the block
         }
     }
 

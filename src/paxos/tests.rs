@@ -487,6 +487,51 @@ fn a_lagging_node_catches_up_in_an_idle_cluster_when_its_request_is_lost() {
     c.assert_agree();
 }
 
+#[test]
+fn a_node_missing_the_depth_below_a_decided_one_fetches_it_from_the_decider() {
+    // Regression (sim seed 29889, at an older sim revision): node 1 learned that depth 2 was
+    // decided while depth 1 had never reached it, from a leader that was itself still at
+    // depth 0 and then fell silent. Nothing told node 1 that anyone was ahead.
+    let mut c = with_leader(3, 0);
+    c.crash(1);
+    c.transfer(0, 2, 1);
+    c.run(300);
+    c.transfer(0, 2, 2);
+    c.run(300);
+    assert_eq!(c.disks[0].chain.len(), 2);
+    let accept = c
+        .history
+        .iter()
+        .rev()
+        .find(|w| w.to == 1 && matches!(w.env.msg, Message::Accept { depth: 2, .. }));
+    let Message::Accept { ballot, value, .. } = accept.unwrap().env.msg.clone() else {
+        unreachable!()
+    };
+    for x in 0..3 {
+        c.crash(x);
+        c.restart(x);
+    }
+    // What the leader said to node 1 when its own chain was still empty.
+    let (depth, stale) = (2, 0);
+    c.batch(
+        1,
+        vec![
+            msg(
+                0,
+                stale,
+                Message::Accept {
+                    ballot,
+                    depth,
+                    value,
+                },
+            ),
+            msg(0, stale, Message::Decide { ballot, depth }),
+        ],
+    );
+    c.run(2000);
+    c.assert_agree();
+}
+
 // ----- commands -----
 
 #[test]
