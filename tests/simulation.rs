@@ -1,17 +1,18 @@
 //! Runs the deterministic simulation over many seeds.
 //!
 //! - `cargo test --test simulation` runs the default seeds (a mix of 3 and 5 nodes).
-//! - `BENMO_SEED=<seed>` replays one seed, with a trace on stderr.
-//! - `BENMO_SIM_SEEDS=<n>` runs a longer soak of n seeds (split over the test threads).
+//! - `BENMO_SEED=<seed>` replays one seed in `replay`, with a trace of every batch on stderr.
+//! - `BENMO_SIM_SEEDS=<n>` runs a longer soak of n seeds (split over the test threads),
+//!   starting at `BENMO_SIM_FIRST` (default 0) to explore seeds the default run never tries.
 
 use benmo::sim::{run, SimConfig};
 
 /// Seeds per test function; there are `CHUNKS` of them so the test threads share the work.
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 4_000;
 const CHUNKS: u64 = 4;
 
 fn replay_hint(seed: u64) -> String {
-    format!("replay with: BENMO_SEED={seed} cargo test --test simulation -- --nocapture replay")
+    format!("replay with: BENMO_SEED={seed} cargo test --test simulation replay 2>trace.txt")
 }
 
 fn check(seed: u64, trace: bool) {
@@ -29,21 +30,20 @@ fn chunk(k: u64) {
     if std::env::var("BENMO_SEED").is_ok() {
         return;
     }
-    let total = std::env::var("BENMO_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    for seed in (k..total).step_by(CHUNKS as usize) {
+    let first = env_u64("BENMO_SIM_FIRST").unwrap_or(0);
+    let total = env_u64("BENMO_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    for seed in (first + k..first + total).step_by(CHUNKS as usize) {
         check(seed, false);
     }
 }
 
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
 #[test]
 fn replay() {
-    if let Some(seed) = std::env::var("BENMO_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = env_u64("BENMO_SEED") {
         check(seed, true);
     }
 }
