@@ -10,6 +10,7 @@
 //! - `node`: the event loop that joins them: one thread owns the state.
 //! - `cli`, `audit`, `bench`: the `benmo` subcommands; `cluster`: real node processes for
 //!   the benchmark and the integration tests.
+//! - `sim`: a seeded deterministic simulation of a whole cluster, for testing the protocol.
 
 pub mod audit;
 pub mod bench;
@@ -20,5 +21,6 @@ pub mod config;
 pub mod ledger;
 pub mod node;
 pub mod paxos;
+pub mod sim;
 pub mod storage;
 pub mod transport;

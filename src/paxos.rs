@@ -202,6 +202,7 @@ struct Leadership {
 struct Candidacy {
     ballot: Ballot,
     /// For each node that promised: its chain depth and the values it had accepted.
+    #[allow(clippy::type_complexity)]
     promises: BTreeMap<NodeId, (u64, Vec<(u64, Ballot, Proposal)>)>,
     started: u64,
 }
@@ -624,6 +625,19 @@ impl Core {
         }
     }
 
+    /// Asks a random peer known to be ahead, if no request is out. Without this, a request
+    /// lost with its peer was never repeated unless that same peer spoke again, and an idle
+    /// cluster says nothing: the node stayed behind for good.
+    fn retry_catch_up(&mut self, out: &mut Vec<Action>) {
+        let ahead: Vec<NodeId> = (0..self.n)
+            .filter(|&p| p != self.id && !self.severed[p] && self.peer_depth[p] > self.ledger.depth)
+            .collect();
+        if self.catch_up.is_none() && !ahead.is_empty() {
+            let peer = ahead[(rand_next(&mut self.rng) % ahead.len() as u64) as usize];
+            self.maybe_catch_up(peer, out);
+        }
+    }
+
     /// Notes a higher ballot. If it beats our own candidacy or leadership, we step down.
     fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
         self.highest_seen = self.highest_seen.max(ballot);
@@ -740,6 +754,9 @@ impl Core {
         if depth <= self.ledger.depth || self.decided.contains_key(&depth) {
             return;
         }
+        // The decider holds this depth or soon will: if we cannot apply it (we lack the value,
+        // or a depth below it), it is where to fetch the blocks from.
+        self.peer_depth[from] = self.peer_depth[from].max(depth);
         match self.accepted.get(&depth) {
             Some((b, value)) if *b == ballot => {
                 self.log(out, || {
@@ -748,10 +765,7 @@ impl Core {
                 self.decided.insert(depth, value.clone());
                 self.apply_decided(out);
             }
-            _ => {
-                // We never accepted that value: fetch the block once the decider has it.
-                self.peer_depth[from] = self.peer_depth[from].max(depth);
-            }
+            _ => {} // we never accepted that value: catch-up fetches the block
         }
     }
 
@@ -1088,6 +1102,7 @@ impl Core {
         {
             self.catch_up = None;
         }
+        self.retry_catch_up(out);
         match self.role {
             Role::Leader(_) => self.lead(out),
             Role::Candidate(ref c) => {

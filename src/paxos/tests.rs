@@ -1,1 +1,601 @@
-//! Tests of the protocol core on its own.
+//! Tests of the protocol core on its own, with a tiny hand-driven cluster: the test decides
+//! which message is delivered, dropped or held, and when time passes.
+
+use super::*;
+use crate::ledger::Hash;
+
+const BALANCE: u64 = 100;
+
+/// A message in flight.
+#[derive(Clone, Debug)]
+struct Wire {
+    from: NodeId,
+    to: NodeId,
+    env: Envelope,
+}
+
+#[derive(Default)]
+struct Disk {
+    chain: Vec<Block>,
+    records: Vec<Record>,
+}
+
+struct Cluster {
+    n: usize,
+    now: u64,
+    cores: Vec<Option<Core>>,
+    disks: Vec<Disk>,
+    wire: Vec<Wire>,
+    /// Every message ever sent, for replaying stale copies.
+    history: Vec<Wire>,
+    /// Each node's printed lines, without the verbose `[paxos]` ones.
+    lines: Vec<Vec<String>>,
+    /// Deliver every message twice, each round in reverse order.
+    chaos: bool,
+}
+
+fn params(id: NodeId, nodes: usize) -> Params {
+    Params {
+        id,
+        nodes,
+        timing: Timing::default(),
+        verbose: false,
+        seed: 7 + id as u64,
+    }
+}
+
+fn ballot(round: u64, node: NodeId) -> Ballot {
+    Ballot { round, node }
+}
+
+fn tx(node: NodeId, seq: u64, credit: NodeId, amount: u64) -> Transfer {
+    Transfer {
+        id: TxId { node, seq },
+        credit,
+        amount,
+    }
+}
+
+fn msg(from: NodeId, depth: u64, msg: Message) -> Event {
+    Event::Message {
+        from,
+        env: Envelope { depth, msg },
+    }
+}
+
+fn errors(out: &[Action]) -> usize {
+    out.iter()
+        .filter(|a| matches!(a, Action::Print(l) if l.starts_with("error:")))
+        .count()
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        Cluster {
+            n,
+            now: 0,
+            cores: (0..n)
+                .map(|x| Some(Core::recover(params(x, n), Ledger::new(n, BALANCE), [])))
+                .collect(),
+            disks: (0..n).map(|_| Disk::default()).collect(),
+            wire: Vec::new(),
+            history: Vec::new(),
+            lines: vec![Vec::new(); n],
+            chaos: false,
+        }
+    }
+
+    fn core(&self, x: NodeId) -> &Core {
+        self.cores[x].as_ref().expect("node is up")
+    }
+
+    /// One batch, as the shell runs it: the events, a `Tick`, then the actions.
+    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let core = self.cores[x].as_mut().expect("node is up");
+        for event in events.into_iter().chain([Event::Tick]) {
+            core.handle(self.now, event, &mut out);
+        }
+        self.carry_out(x, &out);
+        out
+    }
+
+    /// Writes first, then sends and prints.
+    fn carry_out(&mut self, x: NodeId, out: &[Action]) {
+        for action in out {
+            match action {
+                Action::Persist(r) => self.disks[x].records.push(r.clone()),
+                Action::Commit(b) => self.disks[x].chain.push(b.clone()),
+                _ => {}
+            }
+        }
+        for action in out {
+            match action {
+                Action::Send { to, env } => to.iter().for_each(|&p| self.put(x, p, env.clone())),
+                Action::ServeBlocks { to, from } => self.serve(x, *to, *from),
+                Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l.clone()),
+                _ => {}
+            }
+        }
+    }
+
+    fn put(&mut self, from: NodeId, to: NodeId, env: Envelope) {
+        let w = Wire { from, to, env };
+        self.history.push(w.clone());
+        self.wire.push(w);
+    }
+
+    fn serve(&mut self, x: NodeId, to: NodeId, from: u64) {
+        let chain = &self.disks[x].chain;
+        let blocks = chain[(from as usize - 1).min(chain.len())..].to_vec();
+        let depth = chain.len() as u64;
+        self.put(
+            x,
+            to,
+            Envelope {
+                depth,
+                msg: Message::Blocks { blocks },
+            },
+        );
+    }
+
+    fn transfer(&mut self, x: NodeId, credit: NodeId, amount: u64) -> Vec<Action> {
+        let cmd = Command::Transfer {
+            debit: x,
+            credit,
+            amount,
+        };
+        self.batch(x, vec![Event::Command(cmd)])
+    }
+
+    /// Makes `x` run for leader now.
+    fn elect(&mut self, x: NodeId) {
+        let mut out = Vec::new();
+        self.cores[x].as_mut().unwrap().start_election(&mut out);
+        self.carry_out(x, &out);
+    }
+
+    /// Delivers the messages in flight that `pick` chooses (each as its own batch); the
+    /// others stay in flight. Messages to a node that is down are lost.
+    fn deliver(&mut self, pick: impl Fn(&Wire) -> bool) {
+        let (chosen, held): (Vec<Wire>, Vec<Wire>) =
+            std::mem::take(&mut self.wire).into_iter().partition(pick);
+        self.wire = held;
+        let mut chosen = chosen;
+        if self.chaos {
+            chosen.reverse();
+            chosen = chosen.into_iter().flat_map(|w| [w.clone(), w]).collect();
+        }
+        for w in chosen {
+            if self.cores[w.to].is_none() {
+                continue;
+            }
+            self.batch(
+                w.to,
+                vec![Event::Message {
+                    from: w.from,
+                    env: w.env,
+                }],
+            );
+        }
+    }
+
+    /// Lets `ms` pass in 5 ms steps, ticking every live node and delivering everything.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 5;
+            for x in 0..self.n {
+                if self.cores[x].is_some() {
+                    self.batch(x, vec![]);
+                }
+            }
+            self.deliver(|_| true);
+        }
+    }
+
+    /// The node loses its memory and every message to or from it.
+    fn crash(&mut self, x: NodeId) {
+        self.cores[x] = None;
+        self.wire.retain(|w| w.to != x && w.from != x);
+    }
+
+    fn restart(&mut self, x: NodeId) {
+        let mut ledger = Ledger::new(self.n, BALANCE);
+        for b in &self.disks[x].chain {
+            ledger.apply(b).expect("the durable chain is valid");
+        }
+        let records = self.disks[x].records.clone();
+        let mut p = params(x, self.n);
+        p.seed += 1000 * self.now;
+        self.cores[x] = Some(Core::recover(p, ledger, records));
+    }
+
+    fn txids(&self, x: NodeId) -> Vec<TxId> {
+        let chain = &self.disks[x].chain;
+        chain
+            .iter()
+            .flat_map(|b| b.transfers.iter().map(|t| t.id))
+            .collect()
+    }
+
+    /// Every live node has the same chain, and its ledger matches it.
+    fn assert_agree(&self) {
+        let first = &self.disks[0].chain;
+        for x in 0..self.n {
+            assert_eq!(&self.disks[x].chain, first, "node {x} disagrees");
+            if let Some(core) = &self.cores[x] {
+                assert_eq!(core.ledger().depth, first.len() as u64);
+                assert_eq!(core.ledger().total(), (BALANCE * self.n as u64) as u128);
+            }
+        }
+    }
+
+    fn lines_with(&self, x: NodeId, prefix: &str) -> usize {
+        self.lines[x]
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    }
+}
+
+/// Node `x` runs for leader and wins with everyone's promise.
+fn with_leader(n: usize, x: NodeId) -> Cluster {
+    let mut c = Cluster::new(n);
+    c.elect(x);
+    c.deliver(|_| true); // prepares
+    c.deliver(|_| true); // promises
+    assert!(c.core(x).is_leader());
+    c.deliver(|_| true); // heartbeats
+    c
+}
+
+// ----- the protocol -----
+
+#[test]
+fn racing_proposers_choose_one_value_per_depth_and_both_commit() {
+    let mut c = Cluster::new(3);
+    c.transfer(0, 1, 10);
+    c.transfer(1, 2, 20);
+    // Node 0 wins with node 2 and sends an accept for depth 1, which is held up.
+    c.elect(0);
+    c.deliver(|w| w.from == 0 && w.to == 2);
+    c.deliver(|w| w.to == 0);
+    assert!(c.core(0).is_leader());
+    // Node 1 outbids it with node 2 before that accept arrives, and proposes its own value.
+    c.elect(1);
+    c.deliver(|w| w.from == 1 && w.to == 2 && matches!(w.env.msg, Message::Prepare { .. }));
+    c.deliver(|w| w.to == 1 && matches!(w.env.msg, Message::Promise { .. }));
+    assert!(c.core(1).is_leader());
+    c.run(3000);
+    c.assert_agree();
+    assert_eq!(c.disks[0].chain[0].transfers, vec![tx(1, 1, 2, 20)]);
+    let mut ids = c.txids(0);
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![TxId { node: 0, seq: 1 }, TxId { node: 1, seq: 1 }]
+    );
+    assert!((0..3).all(|x| c.core(x).queue().next().is_none()));
+}
+
+#[test]
+fn a_new_leader_finishes_what_a_crashed_leader_got_a_minority_to_accept() {
+    let mut c = with_leader(5, 0);
+    c.transfer(0, 1, 10);
+    // Only node 1 accepts depth 1 (2 of 5) before the leader crashes.
+    c.deliver(|w| w.to == 1 && matches!(w.env.msg, Message::Accept { .. }));
+    c.crash(0);
+    c.wire.clear();
+    // Node 2 wins with nodes 1 and 3: it must adopt node 1's value for depth 1.
+    c.elect(2);
+    c.deliver(|_| true);
+    c.deliver(|w| w.from == 1 || w.from == 3);
+    assert!(c.core(2).is_leader());
+    c.run(1000);
+    let chain = &c.disks[2].chain;
+    assert_eq!(chain[0].transfers, vec![tx(0, 1, 1, 10)]);
+    assert_eq!(
+        chain[0].proposer, 0,
+        "the value, proposer included, is the old leader's"
+    );
+    c.restart(0);
+    c.run(2000);
+    c.assert_agree();
+    assert_eq!(c.txids(0), vec![TxId { node: 0, seq: 1 }]);
+    assert_eq!(c.lines_with(0, "committed 0.1 "), 1);
+}
+
+#[test]
+fn a_restarted_acceptor_keeps_its_promise_and_accepted_value() {
+    for compact in [false, true] {
+        let mut c = Cluster::new(3);
+        let value = Proposal {
+            proposer: 0,
+            transfers: vec![tx(0, 1, 2, 5)],
+        };
+        c.batch(
+            1,
+            vec![msg(
+                0,
+                0,
+                Message::Prepare {
+                    ballot: ballot(5, 0),
+                    depth: 1,
+                },
+            )],
+        );
+        let accept = Message::Accept {
+            ballot: ballot(5, 0),
+            depth: 1,
+            value: value.clone(),
+        };
+        c.batch(1, vec![msg(0, 0, accept)]);
+        if compact {
+            c.disks[1].records = c.core(1).live_records();
+        }
+        c.crash(1);
+        c.restart(1);
+        assert_eq!(c.core(1).promised(), ballot(5, 0));
+        // A lower ballot is refused, and nothing is written.
+        let low = Message::Accept {
+            ballot: ballot(4, 2),
+            depth: 1,
+            value: Proposal {
+                proposer: 2,
+                transfers: vec![],
+            },
+        };
+        let out = c.batch(1, vec![msg(2, 0, low)]);
+        assert!(!out.iter().any(|a| matches!(a, Action::Persist(_))));
+        let refused = Message::Reject {
+            ballot: ballot(4, 2),
+            promised: ballot(5, 0),
+        };
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Send { env, .. } if env.msg == refused)));
+        // A higher ballot learns the accepted value.
+        let out = c.batch(
+            1,
+            vec![msg(
+                2,
+                0,
+                Message::Prepare {
+                    ballot: ballot(6, 2),
+                    depth: 1,
+                },
+            )],
+        );
+        let promise = Message::Promise {
+            ballot: ballot(6, 2),
+            accepted: vec![(1, ballot(5, 0), value.clone())],
+        };
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Send { env, .. } if env.msg == promise)));
+    }
+}
+
+#[test]
+fn a_restarted_proposer_never_reuses_a_ballot() {
+    let mut c = Cluster::new(3);
+    c.elect(0);
+    let first = c.core(0).promised();
+    c.crash(0);
+    c.restart(0);
+    c.elect(0);
+    assert!(c.core(0).promised() > first);
+    // Also after only promising someone else's ballot, and a compaction.
+    c.batch(
+        1,
+        vec![msg(
+            2,
+            0,
+            Message::Prepare {
+                ballot: ballot(9, 2),
+                depth: 1,
+            },
+        )],
+    );
+    c.disks[1].records = c.core(1).live_records();
+    c.crash(1);
+    c.restart(1);
+    c.elect(1);
+    assert!(c.core(1).promised() > ballot(9, 2));
+}
+
+#[test]
+fn duplicated_reordered_and_stale_messages_change_nothing() {
+    let mut c = Cluster::new(3);
+    c.chaos = true;
+    for round in 0..4 {
+        for x in 0..3 {
+            c.transfer(x, (x + 1) % 3, 3 + round);
+        }
+        c.run(700);
+    }
+    c.run(3000);
+    c.assert_agree();
+    assert_eq!(c.txids(0).len(), 12);
+    assert!((0..3).all(|x| c.core(x).queue().next().is_none()));
+    // Every message ever sent, delivered again (twice, backwards): no new block, no error.
+    let chain = c.disks[0].chain.clone();
+    c.wire = c.history.clone();
+    c.deliver(|_| true);
+    c.run(2000);
+    c.assert_agree();
+    assert_eq!(c.disks[0].chain, chain);
+    assert!((0..3).all(|x| c.lines_with(x, "error:") == 0));
+}
+
+#[test]
+fn an_origin_crashing_after_a_majority_accepted_its_transfer_commits_it_once() {
+    for origin in [0, 1] {
+        let mut c = with_leader(3, 0);
+        c.transfer(origin, 2, 10);
+        c.deliver(|w| matches!(w.env.msg, Message::Forward { .. }));
+        // Leader 0 and node 2 accept: a majority. The origin crashes before any decide.
+        c.deliver(|w| w.to == 2 && matches!(w.env.msg, Message::Accept { .. }));
+        assert!(c.disks[2]
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Accept { .. })));
+        c.crash(origin);
+        c.restart(origin);
+        assert_eq!(
+            c.core(origin).queue().count(),
+            1,
+            "the queue survives the crash"
+        );
+        c.run(3000);
+        c.assert_agree();
+        assert_eq!(
+            c.txids(0),
+            vec![TxId {
+                node: origin,
+                seq: 1
+            }]
+        );
+        assert_eq!(c.lines_with(origin, "queued "), 1);
+        assert_eq!(c.lines_with(origin, &format!("committed {origin}.1 ")), 1);
+        assert!(c.core(origin).queue().next().is_none());
+    }
+}
+
+#[test]
+fn a_lagging_node_catches_up_in_an_idle_cluster_when_its_request_is_lost() {
+    // Regression (sim seed 11366): the one catch-up request is lost, and no leader is left
+    // to send anything that would prompt another; node 2 stayed behind for good.
+    let mut c = with_leader(3, 0);
+    c.crash(2);
+    c.transfer(0, 1, 5);
+    c.run(500);
+    assert_eq!(c.disks[0].chain.len(), 1);
+    for x in 0..3 {
+        c.crash(x);
+        c.restart(x);
+    }
+    let up = |peer| vec![Event::Link { peer, up: true }];
+    for (x, peer) in [(2, 0), (2, 1), (0, 2), (1, 2)] {
+        c.batch(x, up(peer));
+    }
+    c.deliver(|_| true); // hellos: node 2 asks one of them
+    c.wire
+        .retain(|w| !matches!(w.env.msg, Message::CatchUp { .. }));
+    c.run(2000);
+    c.assert_agree();
+}
+
+#[test]
+fn a_node_missing_the_depth_below_a_decided_one_fetches_it_from_the_decider() {
+    // Regression (sim seed 29889, at an older sim revision): node 1 learned that depth 2 was
+    // decided while depth 1 had never reached it, from a leader that was itself still at
+    // depth 0 and then fell silent. Nothing told node 1 that anyone was ahead.
+    let mut c = with_leader(3, 0);
+    c.crash(1);
+    c.transfer(0, 2, 1);
+    c.run(300);
+    c.transfer(0, 2, 2);
+    c.run(300);
+    assert_eq!(c.disks[0].chain.len(), 2);
+    let accept = c
+        .history
+        .iter()
+        .rev()
+        .find(|w| w.to == 1 && matches!(w.env.msg, Message::Accept { depth: 2, .. }));
+    let Message::Accept { ballot, value, .. } = accept.unwrap().env.msg.clone() else {
+        unreachable!()
+    };
+    for x in 0..3 {
+        c.crash(x);
+        c.restart(x);
+    }
+    // What the leader said to node 1 when its own chain was still empty.
+    let (depth, stale) = (2, 0);
+    c.batch(
+        1,
+        vec![
+            msg(
+                0,
+                stale,
+                Message::Accept {
+                    ballot,
+                    depth,
+                    value,
+                },
+            ),
+            msg(0, stale, Message::Decide { ballot, depth }),
+        ],
+    );
+    c.run(2000);
+    c.assert_agree();
+}
+
+// ----- commands -----
+
+#[test]
+fn bad_transfers_get_one_error_and_change_nothing() {
+    let mut c = Cluster::new(3);
+    assert_eq!(errors(&c.transfer(0, 1, 60)), 0);
+    let records = c.core(0).live_records();
+    let ledger = c.core(0).ledger().clone();
+    let bad = [
+        (1, 2, 5),
+        (0, 0, 5),
+        (0, 3, 5),
+        (0, 1, 0),
+        (0, 1, 41),
+        (0, 2, 1000),
+    ];
+    for (debit, credit, amount) in bad {
+        let cmd = Command::Transfer {
+            debit,
+            credit,
+            amount,
+        };
+        let out = c.batch(0, vec![Event::Command(cmd)]);
+        assert_eq!(errors(&out), 1, "{debit} {credit} {amount}: {out:?}");
+        assert_eq!(out.len(), 1, "nothing but the error: {out:?}");
+    }
+    assert_eq!(c.core(0).live_records(), records);
+    assert_eq!(c.core(0).ledger(), &ledger);
+    assert_eq!(
+        errors(&c.transfer(0, 1, 40)),
+        0,
+        "exactly the rest is available"
+    );
+}
+
+#[test]
+fn followers_forward_their_transfers_to_the_leader() {
+    let mut c = with_leader(3, 0);
+    let out = c.transfer(2, 1, 5);
+    let forward = Message::Forward {
+        transfers: vec![tx(2, 1, 1, 5)],
+    };
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Send { to, env } if to == &[0] && env.msg == forward)));
+    c.run(500);
+    c.assert_agree();
+    assert_eq!(
+        c.lines[2],
+        ["queued 2.1 2 1 5", "committed 2.1 2 1 5 depth 1"]
+    );
+    assert_eq!(c.core(2).ledger().balances, vec![100, 105, 95]);
+}
+
+#[test]
+fn decided_blocks_link_to_the_chain() {
+    let mut c = with_leader(3, 1);
+    c.transfer(1, 0, 1);
+    c.run(500);
+    c.transfer(1, 0, 2);
+    c.run(500);
+    c.assert_agree();
+    let chain = &c.disks[0].chain;
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[0].prev, Hash::ZERO);
+    assert_eq!(chain[1].prev, chain[0].hash);
+}

@@ -1,0 +1,846 @@
+//! A seeded, deterministic simulation of a whole Benmo cluster (after TigerBeetle's VOPR and
+//! FoundationDB's simulator): N `Core`s, a simulated network, simulated disks and clients,
+//! all driven by one random number generator, so that a seed replays exactly.
+//!
+//! What it reproduces of the real shell: a node takes its pending events as one batch, then
+//! one `Tick`; every `Persist` and `Commit` of the batch is durable before any `Send` or
+//! `Print` of it happens. A crash loses the node's memory, its inbox and every message in
+//! flight to or from it, but nothing durable; a crash in the middle of a batch makes only a
+//! prefix of its writes durable and performs none of its sends. A restart is
+//! `Core::recover` from the durable chain and records.
+//!
+//! What it throws at the protocol: message delays (so reordering), drops, duplicates,
+//! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, log compaction, and
+//! clients that submit valid, overdrawing and invalid transfers (and read-only commands).
+//! Each seed picks its own mix of faults and timers ("swarm testing").
+//!
+//! What it checks, after every batch: no two nodes commit different blocks at one depth; every
+//! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
+//! and no transfer twice; money is conserved; each node's ledger matches its disk; commands
+//! get exactly one `queued` or `error:` line, as the rules say, and `queued` only once the
+//! transfer is durable; read-only commands only print. After the faults stop (heal,
+//! restart, no drops) it checks liveness: within `settle_ms` every acknowledged transfer is
+//! committed, every queue is empty and all chains are equal.
+
+use crate::commands::Command;
+use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
+use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Record, Timing};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// Every account's opening balance.
+pub const BALANCE: u64 = 100;
+
+/// What to simulate. `for_seed` gives the configuration the test suite uses for a seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    /// Simulated milliseconds of faults and client traffic.
+    pub fault_ms: u64,
+    /// Simulated milliseconds allowed, once faults stop, for the cluster to converge.
+    pub settle_ms: u64,
+    /// Print every batch and action to stderr (for replaying a failing seed).
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn for_seed(seed: u64) -> SimConfig {
+        SimConfig {
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
+            fault_ms: 5_000,
+            settle_ms: 30_000,
+            trace: false,
+        }
+    }
+}
+
+/// What a run did, for the curious and for tuning.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub batches: u64,
+    pub messages: u64,
+    pub dropped: u64,
+    pub crashes: u64,
+    pub torn: u64,
+    pub partitions: u64,
+    pub queued: u64,
+    pub rejected: u64,
+    /// Transfers on the final chain, and its depth.
+    pub committed: u64,
+    pub depth: u64,
+    /// Simulated milliseconds the cluster took to converge after the faults stopped.
+    pub settled_in: u64,
+}
+
+/// splitmix64: our own, so a seed means the same run on every platform and version.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (the modulo bias does not matter here).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi.saturating_sub(lo) + 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.range(0, n.saturating_sub(1) as u64) as usize
+    }
+
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.range(0, 999) < per_mille
+    }
+}
+
+/// The seed's fault mix. Rates are per mille.
+#[derive(Clone, Debug)]
+struct Knobs {
+    drop: u64,
+    dup: u64,
+    delay_max: u64,
+    tick_max: u64,
+    fault_gap: u64,
+    client_gap: u64,
+    crash: bool,
+    partition: bool,
+    torn: u64,
+    serve_max: usize,
+}
+
+impl Knobs {
+    fn pick(rng: &mut Rng) -> Knobs {
+        Knobs {
+            drop: [0, 10, 50, 200][rng.below(4)],
+            dup: [0, 20, 100][rng.below(3)],
+            delay_max: [2, 20, 100, 400][rng.below(4)],
+            tick_max: rng.range(1, 10),
+            fault_gap: rng.range(50, 600),
+            client_gap: rng.range(5, 100),
+            crash: rng.chance(700),
+            partition: rng.chance(700),
+            torn: [0, 5, 30][rng.below(3)],
+            serve_max: rng.range(1, 8) as usize,
+        }
+    }
+
+    fn calm(&self) -> Knobs {
+        Knobs {
+            drop: 0,
+            dup: 0,
+            delay_max: self.delay_max.min(20),
+            torn: 0,
+            ..self.clone()
+        }
+    }
+}
+
+enum Item {
+    Arrive {
+        to: NodeId,
+        from: NodeId,
+        epoch: u64,
+        env: Envelope,
+    },
+    Tick {
+        node: NodeId,
+        life: u64,
+    },
+    Client,
+    Fault,
+    Restart(NodeId),
+}
+
+/// One machine: the process (if up) and its disk.
+struct Node {
+    core: Option<Core>,
+    /// Bumped by every crash and restart, so that stale ticks find nothing to do.
+    life: u64,
+    chain: Vec<Block>,
+    records: Vec<Record>,
+    /// The ledger the durable chain implies.
+    disk: Ledger,
+    inbox: Vec<Event>,
+}
+
+/// The chain as every node must agree on it, checked without `Ledger`.
+struct Truth {
+    chain: Vec<Block>,
+    balances: Vec<u64>,
+    next_seq: Vec<u64>,
+    txs: HashSet<TxId>,
+}
+
+impl Truth {
+    fn admit(&mut self, b: &Block) -> Result<(), String> {
+        let head = self.chain.last().map_or(Hash::ZERO, |h| h.hash);
+        if b.prev != head || !b.hash_is_valid() {
+            return Err(format!("block {} does not link or hash", b.depth));
+        }
+        let n = self.balances.len();
+        for t in &b.transfers {
+            let (d, c) = (t.debit(), t.credit);
+            if d >= n || c >= n || d == c || t.amount == 0 {
+                return Err(format!("block {} holds invalid transfer {t}", b.depth));
+            }
+            if !self.txs.insert(t.id) || t.id.seq != self.next_seq[d] {
+                return Err(format!("block {} repeats or skips {}", b.depth, t.id));
+            }
+            if t.amount > self.balances[d] {
+                return Err(format!("block {} overdraws with {t}", b.depth));
+            }
+            self.balances[d] -= t.amount;
+            self.balances[c] += t.amount;
+            self.next_seq[d] += 1;
+        }
+        self.chain.push(b.clone());
+        Ok(())
+    }
+}
+
+struct Sim<'a> {
+    cfg: &'a SimConfig,
+    rng: Rng,
+    knobs: Knobs,
+    timing: Timing,
+    now: u64,
+    next_id: u64,
+    agenda: BTreeMap<(u64, u64), Item>,
+    nodes: Vec<Node>,
+    /// Partition: nodes talk only within their side.
+    side: Vec<bool>,
+    /// Per ordered pair, bumped when the link breaks: a broken link loses what is in flight.
+    epoch: Vec<u64>,
+    faults: bool,
+    /// Links cut by `severLink` (node, peer); a restart forgets them.
+    severed: BTreeSet<(NodeId, NodeId)>,
+    truth: Truth,
+    acked: BTreeSet<TxId>,
+    announced: HashSet<TxId>,
+    stats: Stats,
+}
+
+/// Runs one seed: faults for `fault_ms`, then calm until converged (or `settle_ms` passes).
+/// The error names the seed and the simulated time of the violation.
+pub fn run(seed: u64, cfg: &SimConfig) -> Result<Stats, String> {
+    let mut sim = Sim::new(seed, cfg);
+    sim.run()
+        .map_err(|e| format!("seed {seed} ({} nodes), at {} ms: {e}", cfg.nodes, sim.now))
+}
+
+impl<'a> Sim<'a> {
+    fn new(seed: u64, cfg: &'a SimConfig) -> Sim<'a> {
+        let n = cfg.nodes;
+        let mut rng = Rng::new(seed);
+        let knobs = Knobs::pick(&mut rng);
+        let timing = random_timing(&mut rng);
+        let mut sim = Sim {
+            cfg,
+            rng,
+            knobs,
+            timing,
+            now: 0,
+            next_id: 0,
+            agenda: BTreeMap::new(),
+            nodes: Vec::new(),
+            side: vec![false; n],
+            epoch: vec![0; n * n],
+            faults: true,
+            severed: BTreeSet::new(),
+            truth: Truth {
+                chain: Vec::new(),
+                balances: vec![BALANCE; n],
+                next_seq: vec![1; n],
+                txs: HashSet::new(),
+            },
+            acked: BTreeSet::new(),
+            announced: HashSet::new(),
+            stats: Stats::default(),
+        };
+        for _ in 0..n {
+            sim.nodes.push(Node {
+                core: None,
+                life: 0,
+                chain: Vec::new(),
+                records: Vec::new(),
+                disk: Ledger::new(n, BALANCE),
+                inbox: Vec::new(),
+            });
+        }
+        sim
+    }
+
+    fn run(&mut self) -> Result<Stats, String> {
+        for x in 0..self.cfg.nodes {
+            self.restart(x);
+        }
+        self.at(0, Item::Client);
+        self.at(0, Item::Fault);
+        self.run_until(self.cfg.fault_ms)?;
+        self.calm()?;
+        let calm_at = self.now;
+        let deadline = calm_at + self.cfg.settle_ms;
+        while !self.converged() {
+            if self.now >= deadline {
+                return Err(format!(
+                    "no convergence after faults stopped: {}",
+                    self.describe()
+                ));
+            }
+            self.run_until(self.now + 50)?;
+        }
+        self.stats.settled_in = self.now - calm_at;
+        self.stats.depth = self.truth.chain.len() as u64;
+        self.stats.committed = self.truth.txs.len() as u64;
+        Ok(self.stats.clone())
+    }
+
+    fn at(&mut self, time: u64, item: Item) {
+        self.next_id += 1;
+        self.agenda.insert((time, self.next_id), item);
+    }
+
+    fn trace(&self, text: impl FnOnce() -> String) {
+        if self.cfg.trace {
+            eprintln!("{:>7} {}", self.now, text());
+        }
+    }
+
+    fn run_until(&mut self, end: u64) -> Result<(), String> {
+        while let Some(entry) = self.agenda.first_entry() {
+            if entry.key().0 > end {
+                break;
+            }
+            let ((time, _), item) = entry.remove_entry();
+            self.now = time;
+            self.step(item)?;
+        }
+        self.now = self.now.max(end);
+        Ok(())
+    }
+
+    fn step(&mut self, item: Item) -> Result<(), String> {
+        match item {
+            Item::Arrive {
+                to,
+                from,
+                epoch,
+                env,
+            } => self.arrive(to, from, epoch, env),
+            Item::Tick { node, life } if self.nodes[node].life == life => self.tick(node)?,
+            Item::Tick { .. } => {}
+            Item::Client => self.client()?,
+            Item::Fault => self.fault()?,
+            Item::Restart(x) => self.restart(x),
+        }
+        Ok(())
+    }
+
+    // ----- network -----
+
+    fn reachable(&self, a: NodeId, b: NodeId) -> bool {
+        let up = |x: NodeId| self.nodes[x].core.is_some();
+        a != b && up(a) && up(b) && self.side[a] == self.side[b]
+    }
+
+    fn reach_matrix(&self) -> Vec<bool> {
+        let n = self.cfg.nodes;
+        (0..n * n).map(|i| self.reachable(i / n, i % n)).collect()
+    }
+
+    /// After a crash, restart or partition: breaks and makes links, and tells the nodes.
+    fn relink(&mut self, before: Vec<bool>) {
+        let n = self.cfg.nodes;
+        for (i, was) in before.into_iter().enumerate() {
+            let (a, b) = (i / n, i % n);
+            let up = self.reachable(a, b);
+            if was == up {
+                continue;
+            }
+            self.epoch[i] += 1;
+            if let Some(node) = self.nodes.get_mut(a).filter(|x| x.core.is_some()) {
+                node.inbox.push(Event::Link { peer: b, up });
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, env: Envelope) {
+        self.stats.messages += 1;
+        if !self.reachable(from, to) || self.rng.chance(self.knobs.drop) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.knobs.dup) {
+            2
+        } else {
+            1
+        };
+        let epoch = self.epoch[from * self.cfg.nodes + to];
+        for _ in 0..copies {
+            let slow = if self.rng.chance(10) { 5 } else { 1 };
+            let delay = self.rng.range(1, self.knobs.delay_max * slow);
+            let env = env.clone();
+            self.at(
+                self.now + delay,
+                Item::Arrive {
+                    to,
+                    from,
+                    epoch,
+                    env,
+                },
+            );
+        }
+    }
+
+    fn arrive(&mut self, to: NodeId, from: NodeId, epoch: u64, env: Envelope) {
+        let i = from * self.cfg.nodes + to;
+        if self.reachable(from, to) && self.epoch[i] == epoch {
+            self.nodes[to].inbox.push(Event::Message { from, env });
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
+    // ----- nodes -----
+
+    fn restart(&mut self, x: NodeId) {
+        if self.nodes[x].core.is_some() {
+            return;
+        }
+        let before = self.reach_matrix();
+        let params = Params {
+            id: x,
+            nodes: self.cfg.nodes,
+            timing: self.timing.clone(),
+            verbose: self.cfg.trace,
+            seed: self.rng.next_u64(),
+        };
+        let node = &mut self.nodes[x];
+        let core = Core::recover(params, node.disk.clone(), node.records.clone());
+        assert_eq!(
+            core.ledger(),
+            &node.disk,
+            "recover keeps the ledger it is given"
+        );
+        node.core = Some(core);
+        node.life += 1;
+        self.severed.retain(|&(y, _)| y != x);
+        let life = node.life;
+        self.trace(|| format!("n{x} restarts at depth {}", self.nodes[x].disk.depth));
+        self.relink(before);
+        self.at(self.now + 1, Item::Tick { node: x, life });
+    }
+
+    fn crash(&mut self, x: NodeId) {
+        self.trace(|| format!("n{x} crashes"));
+        let before = self.reach_matrix();
+        let node = &mut self.nodes[x];
+        node.core = None;
+        node.inbox.clear();
+        node.life += 1;
+        self.stats.crashes += 1;
+        self.relink(before);
+        if self.faults {
+            let back = self.now + self.rng.range(10, 2_000);
+            self.at(back, Item::Restart(x));
+        }
+    }
+
+    /// One batch: the pending events, then a `Tick`.
+    fn tick(&mut self, x: NodeId) -> Result<(), String> {
+        let mut events = std::mem::take(&mut self.nodes[x].inbox);
+        events.push(Event::Tick);
+        let lines = self.batch(x, events)?;
+        if let Some(line) = lines.iter().find(|l| l.starts_with("error:")) {
+            return Err(format!("node {x} printed {line:?}"));
+        }
+        if self.nodes[x].core.is_none() {
+            return Ok(()); // crashed during the batch; a restart brings its own ticks
+        }
+        let life = self.nodes[x].life;
+        let next = self.now + self.rng.range(1, self.knobs.tick_max);
+        self.at(next, Item::Tick { node: x, life });
+        Ok(())
+    }
+
+    /// Feeds a batch to node `x` and carries out its actions as the shell does. Returns the
+    /// printed lines (none if the node crashed in the middle of the batch).
+    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<String>, String> {
+        self.stats.batches += 1;
+        let now = self.now;
+        let core = self.nodes[x].core.as_mut().expect("only a live node runs");
+        let mut out = Vec::new();
+        for event in events {
+            if self.cfg.trace {
+                eprintln!("{now:>7} n{x} <- {event:?}");
+            }
+            core.handle(now, event, &mut out);
+        }
+        self.trace(|| format!("n{x} -> {out:?}"));
+        if self.faults && self.rng.chance(self.knobs.torn) {
+            return self.torn(x, out).map(|_| Vec::new());
+        }
+        self.durable(x, &out)?;
+        self.check_node(x)?;
+        self.perform(x, out)
+    }
+
+    /// A crash while the batch's writes are going to disk: a prefix of them survives.
+    fn torn(&mut self, x: NodeId, out: Vec<Action>) -> Result<(), String> {
+        let writes: Vec<Action> = out
+            .into_iter()
+            .filter(|a| matches!(a, Action::Persist(_) | Action::Commit(_)))
+            .collect();
+        let kept = self.rng.below(writes.len() + 1);
+        self.trace(|| format!("n{x} torn batch: {kept} of {} writes", writes.len()));
+        self.stats.torn += 1;
+        self.durable(x, &writes[..kept])?;
+        self.crash(x);
+        Ok(())
+    }
+
+    fn durable(&mut self, x: NodeId, out: &[Action]) -> Result<(), String> {
+        for action in out {
+            match action {
+                Action::Persist(r) => self.nodes[x].records.push(r.clone()),
+                Action::Commit(b) => self.commit(x, b)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, x: NodeId, b: &Block) -> Result<(), String> {
+        let node = &mut self.nodes[x];
+        node.disk
+            .apply(b)
+            .map_err(|e| format!("node {x} committed an invalid block: {e}"))?;
+        node.chain.push(b.clone());
+        let d = b.depth as usize;
+        match self.truth.chain.get(d - 1) {
+            Some(known) if known.hash != b.hash => {
+                return Err(format!(
+                    "node {x} committed {b:?} at depth {d}, but another node committed {known:?}"
+                ))
+            }
+            Some(_) => {}
+            None => self.truth.admit(b)?,
+        }
+        let total = self.nodes[x].disk.total();
+        if total != (BALANCE * self.cfg.nodes as u64) as u128 {
+            return Err(format!("node {x}: money not conserved ({total})"));
+        }
+        Ok(())
+    }
+
+    fn check_node(&self, x: NodeId) -> Result<(), String> {
+        let node = &self.nodes[x];
+        match &node.core {
+            Some(core) if core.ledger() != &node.disk => Err(format!(
+                "node {x}: ledger in memory {:?} differs from disk {:?}",
+                core.ledger(),
+                node.disk
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn perform(&mut self, x: NodeId, out: Vec<Action>) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        for action in out {
+            match action {
+                Action::Send { to, env } => {
+                    to.into_iter().for_each(|p| self.send(x, p, env.clone()))
+                }
+                Action::ServeBlocks { to, from } => self.serve(x, to, from),
+                Action::Print(line) => {
+                    self.heard(x, &line)?;
+                    lines.push(line);
+                }
+                Action::Crash => {
+                    self.crash(x);
+                    break;
+                }
+                Action::Persist(_) | Action::Commit(_) | Action::PrintChain => {}
+            }
+        }
+        Ok(lines)
+    }
+
+    fn serve(&mut self, x: NodeId, to: NodeId, from: u64) {
+        let chain = &self.nodes[x].chain;
+        let start = (from.max(1) as usize - 1).min(chain.len());
+        let end = (start + self.knobs.serve_max).min(chain.len());
+        let env = Envelope {
+            depth: chain.len() as u64,
+            msg: Message::Blocks {
+                blocks: chain[start..end].to_vec(),
+            },
+        };
+        self.send(x, to, env);
+    }
+
+    /// Checks `queued` and `committed` lines against what the chain says.
+    fn heard(&mut self, x: NodeId, line: &str) -> Result<(), String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let txid = words.get(1).and_then(|w| parse_txid(w));
+        match (words.first().copied(), txid) {
+            (Some("queued"), Some(id)) => {
+                let records = &self.nodes[x].records;
+                if !records
+                    .iter()
+                    .any(|r| matches!(r, Record::Queue(t) if t.id == id))
+                {
+                    return Err(format!("node {x} acknowledged {id} before it was durable"));
+                }
+                self.stats.queued += 1;
+                self.acked.insert(id);
+            }
+            (Some("committed"), Some(id)) => {
+                let depth: usize = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let on_chain = self.truth.chain.get(depth.wrapping_sub(1));
+                if id.node != x || !on_chain.is_some_and(|b| b.transfers.iter().any(|t| t.id == id))
+                {
+                    return Err(format!(
+                        "node {x} printed {line:?}, not what the chain says"
+                    ));
+                }
+                if !self.announced.insert(id) {
+                    return Err(format!("node {x} announced {id} committed twice"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ----- clients and faults -----
+
+    fn client(&mut self) -> Result<(), String> {
+        if self.faults {
+            let gap = self.rng.range(1, self.knobs.client_gap);
+            self.at(self.now + gap, Item::Client);
+        }
+        let x = self.rng.below(self.cfg.nodes);
+        if self.nodes[x].core.is_none() {
+            return Ok(());
+        }
+        if self.rng.chance(50) {
+            let cmd = [
+                Command::PrintBlockchain,
+                Command::PrintBalance,
+                Command::PrintBalances,
+                Command::PrintQueue,
+                Command::Status,
+            ][self.rng.below(5)]
+            .clone();
+            return self.read_only(x, cmd);
+        }
+        let cmd = self.random_transfer(x);
+        let ok = self.nodes[x].core.as_ref().is_some_and(|c| valid(c, &cmd));
+        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        if self.nodes[x].core.is_none() {
+            return Ok(()); // crashed mid-batch: no answer is owed
+        }
+        let queued = lines.iter().filter(|l| l.starts_with("queued ")).count();
+        let errors = lines.iter().filter(|l| l.starts_with("error:")).count();
+        if (queued, errors) != (ok as usize, !ok as usize) {
+            return Err(format!("node {x}: {cmd:?} answered {lines:?}"));
+        }
+        self.stats.rejected += errors as u64;
+        Ok(())
+    }
+
+    /// Mostly sensible transfers from the node's own account; some overdraw, some are invalid.
+    fn random_transfer(&mut self, x: NodeId) -> Command {
+        let n = self.cfg.nodes;
+        let other = (x + 1 + self.rng.below(n - 1)) % n;
+        let (mut debit, mut credit, mut amount) = (x, other, self.rng.range(1, 25));
+        match self.rng.below(20) {
+            0 => amount = self.rng.range(BALANCE, 3 * BALANCE * n as u64),
+            1 => debit = other,
+            2 => credit = x,
+            3 => credit = n + self.rng.below(3),
+            4 => amount = 0,
+            _ => {}
+        }
+        Command::Transfer {
+            debit,
+            credit,
+            amount,
+        }
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        if !self.faults {
+            return Ok(());
+        }
+        let gap = self.rng.range(1, self.knobs.fault_gap);
+        self.at(self.now + gap, Item::Fault);
+        let x = self.rng.below(self.cfg.nodes);
+        match self.rng.below(6) {
+            0 | 1 if self.knobs.crash && self.nodes[x].core.is_some() => self.crash(x),
+            2 if self.knobs.partition => self.partition(),
+            3 => self.heal(),
+            4 => self.compact(x),
+            5 if self.knobs.partition => self.sever(x)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `severLink` on one node; the end of the faults restores it.
+    fn sever(&mut self, x: NodeId) -> Result<(), String> {
+        let peer = (x + 1 + self.rng.below(self.cfg.nodes - 1)) % self.cfg.nodes;
+        if self.nodes[x].core.is_none() || !self.severed.insert((x, peer)) {
+            return Ok(());
+        }
+        self.trace(|| format!("n{x} severs its link to n{peer}"));
+        self.command(x, Command::Sever(peer))
+    }
+
+    /// A command that must not fail, as one batch.
+    fn command(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
+        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        match lines.iter().find(|l| l.starts_with("error:")) {
+            Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// A command that only prints must only print.
+    fn read_only(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
+        let mut out = Vec::new();
+        let core = self.nodes[x].core.as_mut().expect("only a live node runs");
+        core.handle(self.now, Event::Command(cmd.clone()), &mut out);
+        match out
+            .iter()
+            .find(|a| !matches!(a, Action::Print(_) | Action::PrintChain))
+        {
+            Some(a) => Err(format!("node {x}: {cmd:?} did {a:?}")),
+            None => Ok(()),
+        }
+    }
+
+    fn partition(&mut self) {
+        let before = self.reach_matrix();
+        self.side = (0..self.cfg.nodes).map(|_| self.rng.chance(500)).collect();
+        self.stats.partitions += 1;
+        self.trace(|| format!("partition {:?}", self.side));
+        self.relink(before);
+    }
+
+    fn heal(&mut self) {
+        let before = self.reach_matrix();
+        self.side = vec![false; self.cfg.nodes];
+        self.trace(|| "heal".to_string());
+        self.relink(before);
+    }
+
+    /// The real node rewrites its log to the live records now and then.
+    fn compact(&mut self, x: NodeId) {
+        let node = &mut self.nodes[x];
+        if let Some(core) = &node.core {
+            node.records = core.live_records();
+        }
+    }
+
+    /// The end of the faults: heal, restart everyone, and deliver reliably from now on.
+    fn calm(&mut self) -> Result<(), String> {
+        self.faults = false;
+        self.knobs = self.knobs.calm();
+        self.heal();
+        for x in 0..self.cfg.nodes {
+            self.restart(x);
+        }
+        for (x, peer) in std::mem::take(&mut self.severed) {
+            self.command(x, Command::Restore(peer))?;
+        }
+        Ok(())
+    }
+
+    fn converged(&self) -> bool {
+        let depth = self.truth.chain.len();
+        self.nodes.iter().all(|node| {
+            node.chain.len() == depth
+                && node
+                    .core
+                    .as_ref()
+                    .is_some_and(|core| core.queue().next().is_none())
+        }) && self.acked.iter().all(|id| self.truth.txs.contains(id))
+    }
+
+    fn describe(&self) -> String {
+        let mut text = format!("agreed depth {}", self.truth.chain.len());
+        for (x, node) in self.nodes.iter().enumerate() {
+            let core = node.core.as_ref();
+            text += &format!(
+                "; node {x}: depth {}, queue {:?}, leader {:?}",
+                node.chain.len(),
+                core.map(|c| c.queue().map(|t| t.id.to_string()).collect::<Vec<_>>()),
+                core.and_then(|c| c.known_leader()),
+            );
+        }
+        let lost: Vec<String> = self
+            .acked
+            .iter()
+            .filter(|id| !self.truth.txs.contains(id))
+            .map(|id| id.to_string())
+            .collect();
+        text + &format!("; acknowledged but not committed: {lost:?}")
+    }
+}
+
+/// Timers around the defaults, some much tighter, so that elections race more often. The
+/// spread of election delays stays above the calm network's round trip (2 x 20 ms): below
+/// that, rival candidates keep pre-empting each other, as randomized elections predict.
+fn random_timing(rng: &mut Rng) -> Timing {
+    let heartbeat = rng.range(20, 100);
+    let delay_min = rng.range(5, 20);
+    Timing {
+        delay_min,
+        delay_max: delay_min + rng.range(50, 100),
+        heartbeat,
+        leader_timeout: heartbeat * rng.range(3, 10),
+        resend: rng.range(50, 250),
+        window: rng.range(1, 8) as usize,
+        max_batch: rng.range(1, 8) as usize,
+    }
+}
+
+/// Whether the core should accept `cmd`, by the rules, judged from outside.
+fn valid(core: &Core, cmd: &Command) -> bool {
+    let Command::Transfer {
+        debit,
+        credit,
+        amount,
+    } = *cmd
+    else {
+        return true;
+    };
+    let x = core.id();
+    let queued: u64 = core.queue().map(|t| t.amount).sum();
+    let available = core.ledger().balances[x].saturating_sub(queued);
+    debit == x
+        && credit < core.ledger().balances.len()
+        && credit != x
+        && amount > 0
+        && amount <= available
+}
+
+fn parse_txid(word: &str) -> Option<TxId> {
+    let (node, seq) = word.split_once('.')?;
+    Some(TxId {
+        node: node.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
