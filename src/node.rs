@@ -105,6 +105,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         },
         verbose: opts.verbose,
         seed: rand::random(),
+        amnesic,
     };
     let core = Core::recover(params, ledger, records);
     compact(&mut store, &core);

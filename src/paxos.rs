@@ -50,7 +50,7 @@ pub enum Message {
     /// Phase 1b, with every value this acceptor accepted above its chain.
     Promise {
         ballot: Ballot,
-        accepted: Vec<(u64, Ballot, Proposal)>,
+        accepted: AcceptedList,
     },
     /// A refusal: the acceptor promised `promised`, which is higher than `ballot`.
     Reject { ballot: Ballot, promised: Ballot },
@@ -72,6 +72,15 @@ pub enum Message {
     CatchUp { from: u64 },
     /// Committed blocks, in order.
     Blocks { blocks: Vec<Block> },
+    /// From a node recovering lost WAL records: what do you know? (see `Amnesia`)
+    Probe,
+    /// The answer: our promise, the highest depth we know of (chain, accepted or proposed),
+    /// and the highest sequence number of the prober's own transfers that we have seen.
+    ProbeReply {
+        promised: Ballot,
+        top: u64,
+        seq: u64,
+    },
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
@@ -79,6 +88,47 @@ pub enum Message {
 pub struct Envelope {
     pub depth: u64,
     pub msg: Message,
+}
+
+impl Envelope {
+    /// The first node id named in this envelope outside `0..nodes`, if any. The core indexes
+    /// its per-node state by these ids, so the transport refuses such an envelope.
+    pub fn unknown_node(&self, nodes: usize) -> Option<NodeId> {
+        let mut ids = Vec::new();
+        let add = |ids: &mut Vec<NodeId>, ts: &[Transfer]| {
+            ids.extend(ts.iter().flat_map(|t| [t.debit(), t.credit]))
+        };
+        match &self.msg {
+            Message::Hello | Message::CatchUp { .. } | Message::Probe => {}
+            Message::Prepare { ballot, .. }
+            | Message::Accepted { ballot, .. }
+            | Message::Decide { ballot, .. }
+            | Message::Heartbeat { ballot }
+            | Message::ProbeReply {
+                promised: ballot, ..
+            } => ids.push(ballot.node),
+            Message::Reject { ballot, promised } => ids.extend([ballot.node, promised.node]),
+            Message::Promise { ballot, accepted } => {
+                ids.push(ballot.node);
+                for (_, b, v) in accepted {
+                    ids.extend([b.node, v.proposer]);
+                    add(&mut ids, &v.transfers);
+                }
+            }
+            Message::Accept { ballot, value, .. } => {
+                ids.extend([ballot.node, value.proposer]);
+                add(&mut ids, &value.transfers);
+            }
+            Message::Forward { transfers } => add(&mut ids, transfers),
+            Message::Blocks { blocks } => {
+                for b in blocks {
+                    ids.push(b.proposer);
+                    add(&mut ids, &b.transfers);
+                }
+            }
+        }
+        ids.into_iter().find(|&id| id >= nodes)
+    }
 }
 
 /// What must survive a crash, besides the chain itself. Storage appends these to a log.
@@ -94,6 +144,8 @@ pub enum Record {
     },
     /// A transfer this node queued from its own account.
     Queue(Transfer),
+    /// Never vote at this depth or below: set after WAL records were lost (see `Amnesia`).
+    VoteFloor(u64),
 }
 
 /// Everything that can happen to a node.
@@ -176,6 +228,24 @@ pub struct Params {
     pub verbose: bool,
     /// Seeds the node's private random number generator (election delays).
     pub seed: u64,
+    /// WAL records were lost (`--recover`): do not vote until peers have answered.
+    pub amnesic: bool,
+}
+
+/// Values an acceptor reports in a promise: (depth, ballot, value).
+pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
+
+/// A node that lost WAL records may have promised a ballot or accepted a value it no longer
+/// remembers, and voting as if it had not could break Paxos. So it stays silent, waits out
+/// any election that might have counted its forgotten promise (one leader timeout), and asks
+/// its peers. Any majority of the others overlaps every quorum it took part in, so their
+/// answers bound what it could have done: it then promises at least the highest ballot they
+/// report, and never votes at or below the highest depth they know plus the window, the
+/// furthest a leader could have proposed. Those depths are decided without it.
+#[derive(Clone, Debug)]
+struct Amnesia {
+    asked_at: Option<u64>,
+    replies: BTreeMap<NodeId, (Ballot, u64, u64)>,
 }
 
 /// A leader's view of one depth in flight.
@@ -202,8 +272,7 @@ struct Leadership {
 struct Candidacy {
     ballot: Ballot,
     /// For each node that promised: its chain depth and the values it had accepted.
-    #[allow(clippy::type_complexity)]
-    promises: BTreeMap<NodeId, (u64, Vec<(u64, Ballot, Proposal)>)>,
+    promises: BTreeMap<NodeId, (u64, AcceptedList)>,
     started: u64,
 }
 
@@ -237,6 +306,8 @@ pub struct Core {
     election_at: Option<u64>,
     // This node's own queue: transfers from its account, not yet committed.
     queue: BTreeMap<u64, Transfer>,
+    /// The sum of the queue's amounts, kept so that queueing costs the same at any length.
+    queued_total: u64,
     next_own_seq: u64,
     unsent: Vec<Transfer>,
     forwarded_at: Option<u64>,
@@ -245,6 +316,9 @@ pub struct Core {
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
     catch_up: Option<(NodeId, u64)>,
+    // Recovery from lost WAL records.
+    amnesia: Option<Amnesia>,
+    vote_floor: u64,
 }
 
 fn rand_next(state: &mut u64) -> u64 {
@@ -281,6 +355,7 @@ impl Core {
             heard_leader_at: 0,
             election_at: None,
             queue: BTreeMap::new(),
+            queued_total: 0,
             next_own_seq: ledger.next_seq[id],
             unsent: Vec::new(),
             forwarded_at: None,
@@ -288,12 +363,18 @@ impl Core {
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
             catch_up: None,
+            amnesia: params.amnesic.then_some(Amnesia {
+                asked_at: None,
+                replies: BTreeMap::new(),
+            }),
+            vote_floor: 0,
             ledger,
         };
         for record in records {
             core.replay(record);
         }
         core.highest_seen = core.promised;
+        core.queued_total = core.queue.values().map(|t| t.amount).sum();
         core
     }
 
@@ -313,11 +394,12 @@ impl Core {
             }
             Record::Queue(t) => {
                 assert_eq!(t.debit(), self.id, "a node queues only its own transfers");
-                self.next_own_seq = self.next_own_seq.max(t.id.seq + 1);
+                self.next_own_seq = self.next_own_seq.max(t.id.seq.saturating_add(1));
                 if t.id.seq >= self.ledger.next_seq[self.id] {
                     self.queue.insert(t.id.seq, t);
                 }
             }
+            Record::VoteFloor(depth) => self.vote_floor = self.vote_floor.max(depth),
         }
     }
 
@@ -332,6 +414,9 @@ impl Core {
             });
         }
         out.extend(self.queue.values().map(|t| Record::Queue(*t)));
+        if self.vote_floor > self.ledger.depth {
+            out.push(Record::VoteFloor(self.vote_floor));
+        }
         out
     }
 
@@ -434,8 +519,10 @@ impl Core {
         }
     }
 
-    fn queued_debits(&self) -> u64 {
-        self.queue.values().map(|t| t.amount).sum()
+    fn unqueue(&mut self, seq: u64) {
+        if let Some(t) = self.queue.remove(&seq) {
+            self.queued_total -= t.amount;
+        }
     }
 
     // ----- commands -----
@@ -463,9 +550,10 @@ impl Core {
     }
 
     fn on_transfer(&mut self, debit: NodeId, credit: NodeId, amount: u64, out: &mut Vec<Action>) {
-        let available =
-            self.ledger.balances[self.id] - self.queued_debits().min(self.ledger.balances[self.id]);
-        let problem = if debit >= self.n || credit >= self.n {
+        let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
+        let problem = if self.amnesia.is_some() {
+            Some("recovering lost state: transfers resume once peers have answered".to_string())
+        } else if debit >= self.n || credit >= self.n {
             Some(format!(
                 "unknown node {} (nodes are 0..{})",
                 debit.max(credit),
@@ -500,6 +588,7 @@ impl Core {
         };
         self.next_own_seq += 1;
         self.queue.insert(t.id.seq, t);
+        self.queued_total += t.amount;
         out.push(Action::Persist(Record::Queue(t)));
         out.push(Action::Print(format!("queued {t}")));
         match &mut self.role {
@@ -606,6 +695,10 @@ impl Core {
                 from: depth,
             }),
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
+            Message::Probe => self.on_probe(from, out),
+            Message::ProbeReply { promised, top, seq } => {
+                self.on_probe_reply(from, (promised, top, seq), out)
+            }
         }
         self.maybe_catch_up(from, out);
     }
@@ -674,8 +767,18 @@ impl Core {
 
     // ----- acceptor -----
 
+    /// Whether this acceptor may vote at `depth` (see `Amnesia`).
+    fn may_vote(&self, depth: u64) -> bool {
+        self.amnesia.is_none() && depth > self.vote_floor
+    }
+
     fn on_prepare(&mut self, from: NodeId, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
         self.see_ballot(ballot, out);
+        if !self.may_vote(depth) {
+            return self.log(out, || {
+                format!("not voting on ballot {ballot}: recovering lost state")
+            });
+        }
         if ballot < self.promised {
             let promised = self.promised;
             return self.send(vec![from], Message::Reject { ballot, promised }, out);
@@ -687,7 +790,7 @@ impl Core {
         if self.leader.is_some_and(|b| b < ballot) {
             self.leader = None;
         }
-        let accepted: Vec<(u64, Ballot, Proposal)> = self
+        let accepted: AcceptedList = self
             .accepted
             .range(depth..)
             .map(|(&d, (b, v))| (d, *b, v.clone()))
@@ -712,6 +815,11 @@ impl Core {
         if ballot < self.promised {
             let promised = self.promised;
             return self.send(vec![from], Message::Reject { ballot, promised }, out);
+        }
+        if depth > self.ledger.depth && !self.may_vote(depth) {
+            return self.log(out, || {
+                format!("not voting at depth {depth}: recovering lost state")
+            });
         }
         self.follow(ballot, out);
         let raised = ballot > self.promised;
@@ -788,9 +896,16 @@ impl Core {
         self.accepted = self.accepted.split_off(&(depth + 1));
         self.decided = self.decided.split_off(&(depth + 1));
         let mut lines = Vec::new();
-        let committed_own = block.transfers.iter().any(|t| t.debit() == self.id);
-        for t in block.transfers.iter().filter(|t| t.debit() == self.id) {
-            self.queue.remove(&t.id.seq);
+        let me = self.id;
+        let committed_own = block.transfers.iter().any(|t| t.debit() == me);
+        for t in block.transfers.iter().filter(|t| t.debit() == me) {
+            if let Some(q) = self.queue.get(&t.id.seq).filter(|q| *q != t) {
+                // Only after lost WAL records: an older transfer with this id got there first.
+                lines.push(format!(
+                    "error: queued transfer {q} lost its id to {t}; queue it again"
+                ));
+            }
+            self.unqueue(t.id.seq);
             lines.push(format!("committed {t} depth {depth}"));
         }
         if let Role::Leader(l) = &mut self.role {
@@ -841,7 +956,11 @@ impl Core {
     // ----- proposer -----
 
     fn start_election(&mut self, out: &mut Vec<Action>) {
-        let round = self.promised.round.max(self.highest_seen.round) + 1;
+        let round = self
+            .promised
+            .round
+            .max(self.highest_seen.round)
+            .saturating_add(1);
         let ballot = Ballot {
             round,
             node: self.id,
@@ -851,7 +970,7 @@ impl Core {
         self.leader = None;
         self.election_at = None;
         out.push(Action::Persist(Record::Promise(ballot)));
-        let mine: Vec<(u64, Ballot, Proposal)> = self
+        let mine: AcceptedList = self
             .accepted
             .iter()
             .map(|(&d, (b, v))| (d, *b, v.clone()))
@@ -876,7 +995,7 @@ impl Core {
         from: NodeId,
         ballot: Ballot,
         depth: u64,
-        accepted: Vec<(u64, Ballot, Proposal)>,
+        accepted: AcceptedList,
         out: &mut Vec<Action>,
     ) {
         if let Role::Candidate(c) = &mut self.role {
@@ -1075,27 +1194,107 @@ impl Core {
         }
     }
 
-    /// Takes the next batch from the intake: from each origin, the run of transfers that
-    /// continues its sequence on the projected ledger.
+    /// Takes the next batch from the intake: from each origin in turn, a share of the run of
+    /// transfers that continues its sequence on the projected ledger, so that one busy origin
+    /// cannot fill every block.
     fn next_batch(l: &mut Leadership, max: usize) -> Vec<Transfer> {
-        let mut batch = Vec::new();
+        let mut next = l.projected.next_seq.clone();
         for (origin, offered) in l.intake.iter_mut().enumerate() {
-            let mut next = l.projected.next_seq[origin];
-            *offered = offered.split_off(&next);
-            while batch.len() < max {
-                match offered.remove(&next) {
-                    Some(t) => batch.push(t),
-                    None => break,
+            *offered = offered.split_off(&next[origin]); // already proposed or committed
+        }
+        let share = (max / l.intake.len()).max(1);
+        let mut batch = Vec::new();
+        loop {
+            let before = batch.len();
+            for (origin, offered) in l.intake.iter_mut().enumerate() {
+                for _ in 0..share.min(max - batch.len()) {
+                    let Some(t) = offered.remove(&next[origin]) else {
+                        break;
+                    };
+                    batch.push(t);
+                    next[origin] += 1;
                 }
-                next += 1;
+            }
+            if batch.len() == before || batch.len() >= max {
+                return batch;
             }
         }
-        batch
+    }
+
+    // ----- recovery from lost WAL records -----
+
+    fn on_probe(&mut self, from: NodeId, out: &mut Vec<Action>) {
+        let mut top = self
+            .ledger
+            .depth
+            .max(self.accepted.keys().next_back().copied().unwrap_or(0));
+        let mut seq = self.ledger.next_seq[from] - 1;
+        let mut see = |t: &Transfer| {
+            if t.debit() == from {
+                seq = seq.max(t.id.seq);
+            }
+        };
+        self.accepted
+            .values()
+            .flat_map(|(_, v)| &v.transfers)
+            .for_each(&mut see);
+        if let Role::Leader(l) = &self.role {
+            top = top.max(l.next_depth - 1);
+            l.intake[from].values().for_each(see);
+        }
+        let promised = self.promised;
+        self.send(vec![from], Message::ProbeReply { promised, top, seq }, out);
+    }
+
+    fn on_probe_reply(&mut self, from: NodeId, reply: (Ballot, u64, u64), out: &mut Vec<Action>) {
+        let Some(a) = &mut self.amnesia else { return };
+        a.replies.insert(from, reply);
+        if a.replies.len() >= self.quorum() {
+            self.end_amnesia(out);
+        }
+    }
+
+    /// Asks the peers, once a leader timeout has passed since start (so that any election
+    /// that counted a forgotten promise is over), and again every resend interval.
+    fn probe(&mut self, out: &mut Vec<Action>) {
+        let Some(a) = &mut self.amnesia else { return };
+        let due = a
+            .asked_at
+            .is_none_or(|at| self.now >= at + self.timing.resend);
+        if self.now < self.timing.leader_timeout || !due {
+            return;
+        }
+        a.asked_at = Some(self.now);
+        if self.n == 1 {
+            return self.end_amnesia(out); // no one else could have counted on us
+        }
+        self.log(out, || {
+            "recovering lost state: asking peers what they know".to_string()
+        });
+        self.broadcast(Message::Probe, out);
+    }
+
+    fn end_amnesia(&mut self, out: &mut Vec<Action>) {
+        let Some(a) = self.amnesia.take() else { return };
+        let promised = a.replies.values().map(|r| r.0).max().unwrap_or_default();
+        let top = a.replies.values().map(|r| r.1).max().unwrap_or(0);
+        let seq = a.replies.values().map(|r| r.2).max().unwrap_or(0);
+        self.promised = self.promised.max(promised);
+        self.highest_seen = self.highest_seen.max(self.promised);
+        self.vote_floor = self.vote_floor.max(top + self.timing.window as u64);
+        self.next_own_seq = self.next_own_seq.max(seq.saturating_add(1));
+        out.push(Action::Persist(Record::Promise(self.promised)));
+        out.push(Action::Persist(Record::VoteFloor(self.vote_floor)));
+        out.push(Action::Print(format!(
+            "recovered: promised {}, voting again above depth {}",
+            self.promised, self.vote_floor
+        )));
     }
 
     // ----- time -----
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
+        self.probe(out);
         if self
             .catch_up
             .is_some_and(|(_, deadline)| self.now >= deadline)
@@ -1178,7 +1377,8 @@ impl Core {
     }
 
     fn follow_tick(&mut self, out: &mut Vec<Action>) {
-        if self.queue.is_empty() {
+        // A node that may not vote on its own next depth cannot lead it either.
+        if self.queue.is_empty() || !self.may_vote(self.ledger.depth + 1) {
             self.election_at = None;
             return;
         }

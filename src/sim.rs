@@ -423,6 +423,7 @@ impl<'a> Sim<'a> {
             timing: self.timing.clone(),
             verbose: self.cfg.trace,
             seed: self.rng.next_u64(),
+            amnesic: false,
         };
         let node = &mut self.nodes[x];
         let core = Core::recover(params, node.disk.clone(), node.records.clone());

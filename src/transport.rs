@@ -646,7 +646,7 @@ impl Inbound {
             }
             let env: Envelope = serde_json::from_slice(&payload)
                 .map_err(|e| format!("undecodable envelope in frame {}: {e}", counter - 1))?;
-            if let Some(node) = unknown_node(&env, self.shared.nodes) {
+            if let Some(node) = env.unknown_node(self.shared.nodes) {
                 let frame = counter - 1;
                 return Err(format!(
                     "envelope in frame {frame} names unknown node {node}"
@@ -750,48 +750,6 @@ impl Inbound {
         }
         Ok(())
     }
-}
-
-/// The first node id in `env` outside `0..nodes`, if any. The protocol core indexes its
-/// per-node state by these ids, so an envelope naming a node that does not exist is refused
-/// here, like an undecodable one, instead of reaching it.
-pub fn unknown_node(env: &Envelope, nodes: usize) -> Option<NodeId> {
-    use crate::paxos::{Ballot, Message, Proposal};
-    let ballot = |b: &Ballot| b.node;
-    let transfers = |ts: &[crate::ledger::Transfer]| -> Vec<NodeId> {
-        ts.iter().flat_map(|t| [t.debit(), t.credit]).collect()
-    };
-    let proposal = |p: &Proposal| [vec![p.proposer], transfers(&p.transfers)].concat();
-    let ids: Vec<NodeId> = match &env.msg {
-        Message::Hello | Message::CatchUp { .. } => vec![],
-        Message::Prepare { ballot: b, .. }
-        | Message::Accepted { ballot: b, .. }
-        | Message::Decide { ballot: b, .. }
-        | Message::Heartbeat { ballot: b } => vec![ballot(b)],
-        Message::Reject {
-            ballot: b,
-            promised,
-        } => vec![ballot(b), ballot(promised)],
-        Message::Promise {
-            ballot: b,
-            accepted,
-        } => std::iter::once(ballot(b))
-            .chain(
-                accepted
-                    .iter()
-                    .flat_map(|(_, b, p)| [vec![ballot(b)], proposal(p)].concat()),
-            )
-            .collect(),
-        Message::Accept {
-            ballot: b, value, ..
-        } => [vec![ballot(b)], proposal(value)].concat(),
-        Message::Forward { transfers: ts } => transfers(ts),
-        Message::Blocks { blocks } => blocks
-            .iter()
-            .flat_map(|b| [vec![b.proposer], transfers(&b.transfers)].concat())
-            .collect(),
-    };
-    ids.into_iter().find(|&id| id >= nodes)
 }
 
 /// A read that timed out or was interrupted; the deadline decides what happens next.

@@ -340,6 +340,7 @@ fn core() -> Core {
         timing: Timing::default(),
         verbose: true,
         seed: 7,
+        amnesic: false,
     };
     let mut ledger = Ledger::new(NODES, BALANCE);
     ledger.apply(&chain(1)[0]).unwrap();
@@ -382,9 +383,9 @@ fn regression_envelope_naming_an_unknown_node_is_refused() {
             },
         },
     };
-    assert_eq!(transport::unknown_node(&accept, NODES), Some(usize::MAX));
+    assert_eq!(accept.unknown_node(NODES), Some(usize::MAX));
     for env in envelopes() {
-        assert_eq!(transport::unknown_node(&env, NODES), None, "{env:?}");
+        assert_eq!(env.unknown_node(NODES), None, "{env:?}");
     }
     // Over the wire: the frame is dropped with a warning, and a good message still arrives.
     let (t, rx) = live_transport();
@@ -421,7 +422,7 @@ proptest! {
             prop_assert_eq!(serde_json::from_slice::<Envelope>(&again).unwrap(), env.clone());
             // Only a key holder can deliver this, and only past the transport's checks; the
             // core must then not panic.
-            if transport::unknown_node(&env, NODES).is_none() {
+            if env.unknown_node(NODES).is_none() {
                 feed_core(from, env);
             }
         }

@@ -41,6 +41,7 @@ fn params(id: NodeId, nodes: usize) -> Params {
         timing: Timing::default(),
         verbose: false,
         seed: 7 + id as u64,
+        amnesic: false,
     }
 }
 
