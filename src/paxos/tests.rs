@@ -600,3 +600,105 @@ fn decided_blocks_link_to_the_chain() {
     assert_eq!(chain[0].prev, Hash::ZERO);
     assert_eq!(chain[1].prev, chain[0].hash);
 }
+
+// ----- recovery from lost WAL records -----
+
+fn sends(out: &[Action], pick: impl Fn(&Message) -> bool) -> usize {
+    out.iter()
+        .filter(|a| matches!(a, Action::Send { env, .. } if pick(&env.msg)))
+        .count()
+}
+
+#[test]
+fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
+    let mut c = with_leader(3, 0);
+    c.transfer(0, 1, 10);
+    c.run(500);
+    let leader_ballot = c.core(0).promised();
+    c.crash(2);
+    c.disks[2].records.clear(); // the WAL is gone: promises and accepted values forgotten
+    c.restart(2);
+    let mut p = params(2, 3);
+    p.amnesic = true;
+    let ledger = c.core(2).ledger().clone();
+    c.cores[2] = Some(Core::recover(p, ledger, []));
+    // Silent at first: no promise, no accepted, no transfers of its own.
+    let prepare = msg(
+        1,
+        1,
+        Message::Prepare {
+            ballot: ballot(9, 1),
+            depth: 2,
+        },
+    );
+    let out = c.batch(2, vec![prepare]);
+    assert_eq!(
+        sends(&out, |m| matches!(
+            m,
+            Message::Promise { .. } | Message::Reject { .. }
+        )),
+        0
+    );
+    assert_eq!(errors(&c.transfer(2, 0, 1)), 1);
+    // After a leader timeout it asks its peers and recovers a safe floor.
+    c.run(2000);
+    let floor = 1 + Timing::default().window as u64;
+    assert_eq!(c.lines_with(2, "recovered: "), 1, "{:?}", c.lines[2]);
+    assert!(c.core(2).promised() >= leader_ballot);
+    assert!(c.disks[2].records.contains(&Record::VoteFloor(floor)));
+    // Below the floor it still does not vote; above it, it does.
+    let value = Proposal {
+        proposer: 0,
+        transfers: vec![],
+    };
+    let b = ballot(50, 0);
+    let low = msg(
+        0,
+        1,
+        Message::Accept {
+            ballot: b,
+            depth: floor,
+            value: value.clone(),
+        },
+    );
+    assert_eq!(
+        sends(&c.batch(2, vec![low]), |m| matches!(
+            m,
+            Message::Accepted { .. }
+        )),
+        0
+    );
+    let high = msg(
+        0,
+        1,
+        Message::Accept {
+            ballot: b,
+            depth: floor + 1,
+            value,
+        },
+    );
+    assert_eq!(
+        sends(&c.batch(2, vec![high]), |m| matches!(
+            m,
+            Message::Accepted { .. }
+        )),
+        1
+    );
+}
+
+#[test]
+fn the_others_keep_committing_while_a_node_recovers_lost_records() {
+    let mut c = with_leader(3, 0);
+    c.crash(2);
+    let mut p = params(2, 3);
+    p.amnesic = true;
+    c.cores[2] = Some(Core::recover(p, Ledger::new(3, BALANCE), []));
+    for k in 0..12 {
+        c.transfer(k % 2, 2, 1);
+        c.run(300);
+    }
+    c.run(3000);
+    c.assert_agree();
+    assert_eq!(c.disks[2].chain.len(), c.disks[0].chain.len());
+    assert_eq!(c.core(2).ledger().balances[2], BALANCE + 12);
+}
