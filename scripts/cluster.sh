@@ -38,7 +38,7 @@ everything is the command):
   --data DIR            data dir (default: $ROOT/data)
   --base-port P         first port for 'start' (node i listens on P+i; default 7100)
   --keep                'start' reuses the existing data dir instead of wiping it
-  --delay MIN..MAX      message delay passed to each node started (e.g. 20ms..100ms)
+  --delay MIN..MAX      random wait before a node runs for leader (e.g. 20s..60s)
   --verbose             pass --verbose to each node started
   -h, --help            this text
 

@@ -14,10 +14,10 @@ usage: scripts/demo.sh [--base-port P] [--delay MIN..MAX] [--keep-data]
 Starts a fresh five-node Benmo cluster on 127.0.0.1 in a temporary data dir,
 walks through what it does, checking each claim against what the nodes
 themselves report, and stops it again.  Exits non-zero, with the reason, as
-soon as something does not happen as narrated.  Takes about a minute.
+soon as something does not happen as narrated.  Takes under a minute.
 
   --base-port P       use ports P..P+4 (default: a free range picked at random)
-  --delay MIN..MAX    message delay for every node (default: the nodes' own)
+  --delay MIN..MAX    random wait before a node runs for leader (default: the nodes' own)
   --keep-data         keep the temporary data dir (logs, chains) afterwards
   -h, --help          this text
 

@@ -21,7 +21,7 @@ When a node exits (crashNode), press Enter in its pane to restart it.
                       no cluster.conf yet
   --nodes N           nodes of a new cluster (default 5)
   --base-port P       first port of a new cluster (node i on P+i; default 7100)
-  --delay MIN..MAX    message delay for every node (e.g. 20ms..100ms)
+  --delay MIN..MAX    random wait before a node runs for leader (e.g. 20s..60s)
   --session NAME      tmux session name (default: benmo)
   --no-attach         create the session but do not attach to it
   -h, --help          this text

@@ -1377,13 +1377,15 @@ impl Core {
     }
 
     fn follow_tick(&mut self, out: &mut Vec<Action>) {
-        // A node that may not vote on its own next depth cannot lead it either.
-        if self.queue.is_empty() || !self.may_vote(self.ledger.depth + 1) {
+        if self.queue.is_empty() {
             self.election_at = None;
             return;
         }
         if self.leader_alive() {
             return self.forward(out);
+        }
+        if !self.may_vote(self.ledger.depth + 1) {
+            return; // it may not vote on its own next depth, so it cannot lead it either
         }
         match self.election_at {
             None => {
