@@ -55,7 +55,7 @@ impl Options {
     fn parse(mut args: Args) -> Result<Options, String> {
         let opts = Options {
             nodes: args.parsed("--nodes", 5)?,
-            transfers: args.parsed("--transfers", 200_000)?,
+            transfers: args.parsed("--transfers", 1_000_000)?,
             unloaded: args.parsed("--unloaded", 500)?,
             data: args.value("--data")?.map(PathBuf::from),
             base_port: args

@@ -309,7 +309,8 @@ pub struct Core {
     /// The sum of the queue's amounts, kept so that queueing costs the same at any length.
     queued_total: u64,
     next_own_seq: u64,
-    unsent: Vec<Transfer>,
+    /// The highest sequence number of our own queue offered to the leader so far.
+    offered_upto: u64,
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
@@ -357,7 +358,7 @@ impl Core {
             queue: BTreeMap::new(),
             queued_total: 0,
             next_own_seq: ledger.next_seq[id],
-            unsent: Vec::new(),
+            offered_upto: 0,
             forwarded_at: None,
             severed: vec![false; params.nodes],
             link_up: vec![false; params.nodes],
@@ -591,12 +592,6 @@ impl Core {
         self.queued_total += t.amount;
         out.push(Action::Persist(Record::Queue(t)));
         out.push(Action::Print(format!("queued {t}")));
-        match &mut self.role {
-            Role::Leader(l) => {
-                l.intake[self.id].insert(t.id.seq, t);
-            }
-            _ => self.unsent.push(t),
-        }
     }
 
     fn print_balance(&self, node: NodeId, out: &mut Vec<Action>) {
@@ -1065,9 +1060,8 @@ impl Core {
                 self.ledger.depth + 1
             )
         });
-        let mut intake = vec![BTreeMap::new(); self.n];
-        intake[self.id] = self.queue.clone();
-        self.unsent.clear();
+        let intake = vec![BTreeMap::new(); self.n];
+        self.offered_upto = 0; // offer our own queue afresh, as to any leader
         self.role = Role::Leader(Leadership {
             ballot,
             next_depth: self.ledger.depth + 1,
@@ -1323,6 +1317,10 @@ impl Core {
             self.timing.resend,
             self.timing.heartbeat,
         );
+        let own = self.next_offer();
+        if let Role::Leader(l) = &mut self.role {
+            l.intake[self.id].extend(own.into_iter().map(|t| (t.id.seq, t)));
+        }
         loop {
             let Role::Leader(l) = &mut self.role else {
                 return;
@@ -1400,7 +1398,7 @@ impl Core {
         }
     }
 
-    /// Hands new transfers to the leader at once, and the whole queue again now and then,
+    /// Hands new transfers to the leader at once, and the whole window again now and then,
     /// since a forward can be lost with a leader. The queue stays ours until it commits.
     fn forward(&mut self, out: &mut Vec<Action>) {
         let Some(leader) = self.leader.map(|b| b.node) else {
@@ -1409,23 +1407,34 @@ impl Core {
         let due = self
             .forwarded_at
             .is_none_or(|at| self.now >= at + self.timing.resend);
-        let transfers: Vec<Transfer> = if due {
+        if due {
             self.forwarded_at = Some(self.now);
-            self.unsent.clear();
-            self.queue
-                .values()
-                .take(self.timing.max_batch)
-                .copied()
-                .collect()
-        } else {
-            std::mem::take(&mut self.unsent)
-        };
+            self.offered_upto = 0;
+        }
+        let transfers = self.next_offer();
         if !transfers.is_empty() {
             self.log(out, || {
                 format!("forward {} transfers to leader {leader}", transfers.len())
             });
             self.send(vec![leader], Message::Forward { transfers }, out);
         }
+    }
+
+    /// The next run of our own queue to offer the leader: what we have not offered yet, at
+    /// most a window ahead of what has committed. This is flow control: a leader holds at
+    /// most a window of each origin's queue, however long the queue grows.
+    fn next_offer(&mut self) -> Vec<Transfer> {
+        let committed = self.ledger.next_seq[self.id] - 1;
+        let from = self.offered_upto.max(committed) + 1;
+        let to = committed + 4 * self.timing.max_batch as u64;
+        if from > to {
+            return Vec::new();
+        }
+        let offer: Vec<Transfer> = self.queue.range(from..=to).map(|(_, t)| *t).collect();
+        if let Some(t) = offer.last() {
+            self.offered_upto = t.id.seq;
+        }
+        offer
     }
 }
 
