@@ -1310,14 +1310,17 @@ impl Core {
         }
     }
 
+    /// A leader's tick: propose what has arrived, retransmit, and show it is alive.
     fn lead(&mut self, out: &mut Vec<Action>) {
-        let (window, max_batch, resend, heartbeat) = (
-            self.timing.window,
-            self.timing.max_batch,
-            self.timing.resend,
-            self.timing.heartbeat,
-        );
+        self.propose_intake(out);
+        self.resend_accepts(out);
+        self.heartbeat(out);
+    }
+
+    /// Proposes batches from the intake while fewer than `window` depths are in flight.
+    fn propose_intake(&mut self, out: &mut Vec<Action>) {
         let own = self.next_offer();
+        let (window, max_batch) = (self.timing.window, self.timing.max_batch);
         if let Role::Leader(l) = &mut self.role {
             l.intake[self.id].extend(own.into_iter().map(|t| (t.id.seq, t)));
         }
@@ -1326,21 +1329,25 @@ impl Core {
                 return;
             };
             if l.inflight.len() >= window {
-                break;
+                return;
             }
-            let batch = Self::next_batch(l, max_batch);
-            if batch.is_empty() {
-                break;
+            let transfers = Self::next_batch(l, max_batch);
+            if transfers.is_empty() {
+                return;
             }
             self.propose(
                 Proposal {
                     proposer: self.id,
-                    transfers: batch,
+                    transfers,
                 },
                 out,
             );
         }
-        let others = self.others();
+    }
+
+    /// Sends an accept again to the peers that have not answered it within `resend`.
+    fn resend_accepts(&mut self, out: &mut Vec<Action>) {
+        let (others, now, resend) = (self.others(), self.now, self.timing.resend);
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -1349,27 +1356,33 @@ impl Core {
         for (&depth, slot) in l
             .inflight
             .iter_mut()
-            .filter(|(_, s)| self.now >= s.sent_at + resend)
+            .filter(|(_, s)| now >= s.sent_at + resend)
         {
-            slot.sent_at = self.now;
+            slot.sent_at = now;
             let missing: Vec<NodeId> = others.iter().copied().filter(|&p| !slot.acks[p]).collect();
+            let value = slot.value.clone();
             resends.push((
                 missing,
                 Message::Accept {
                     ballot,
                     depth,
-                    value: slot.value.clone(),
+                    value,
                 },
             ));
-        }
-        let beat = self.now >= l.last_heartbeat + heartbeat;
-        if beat {
-            l.last_heartbeat = self.now;
         }
         for (to, msg) in resends {
             self.send(to, msg, out);
         }
-        if beat {
+    }
+
+    fn heartbeat(&mut self, out: &mut Vec<Action>) {
+        let (now, every) = (self.now, self.timing.heartbeat);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if now >= l.last_heartbeat + every {
+            l.last_heartbeat = now;
+            let ballot = l.ballot;
             self.broadcast(Message::Heartbeat { ballot }, out);
         }
     }

@@ -702,3 +702,83 @@ fn the_others_keep_committing_while_a_node_recovers_lost_records() {
     assert_eq!(c.disks[2].chain.len(), c.disks[0].chain.len());
     assert_eq!(c.core(2).ledger().balances[2], BALANCE + 12);
 }
+
+// ----- batching and flow control -----
+
+#[test]
+fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
+    let mut l = Leadership {
+        ballot: ballot(1, 0),
+        next_depth: 1,
+        inflight: BTreeMap::new(),
+        projected: Ledger::new(3, BALANCE),
+        intake: vec![BTreeMap::new(); 3],
+        last_heartbeat: 0,
+    };
+    (1..=10).for_each(|seq| drop(l.intake[1].insert(seq, tx(1, seq, 0, 1))));
+    (1..=2).for_each(|seq| drop(l.intake[2].insert(seq, tx(2, seq, 0, 1))));
+    l.intake[0].insert(2, tx(0, 2, 1, 1)); // 0.1 is missing, so 0.2 must wait
+    let batch = Core::next_batch(&mut l, 6);
+    let from = |o: NodeId| {
+        batch
+            .iter()
+            .filter(|t| t.debit() == o)
+            .map(|t| t.id.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (from(0), from(1), from(2)),
+        (vec![], vec![1, 2, 3, 4], vec![1, 2])
+    );
+    assert_eq!(l.intake[1].len(), 6, "the rest waits for the next batch");
+}
+
+#[test]
+fn an_origin_offers_the_leader_one_window_at_a_time() {
+    let window = 4 * Timing::default().max_batch;
+    let mut core = Core::recover(params(1, 3), Ledger::new(3, 1 << 40), []);
+    let mut out = Vec::new();
+    core.handle(
+        0,
+        msg(
+            0,
+            0,
+            Message::Heartbeat {
+                ballot: ballot(1, 0),
+            },
+        ),
+        &mut out,
+    );
+    for _ in 0..window + 10 {
+        let cmd = Command::Transfer {
+            debit: 1,
+            credit: 2,
+            amount: 1,
+        };
+        core.handle(0, Event::Command(cmd), &mut out);
+    }
+    let forwarded = |out: &[Action]| -> Vec<u64> {
+        out.iter()
+            .flat_map(|a| match a {
+                Action::Send {
+                    env:
+                        Envelope {
+                            msg: Message::Forward { transfers },
+                            ..
+                        },
+                    ..
+                } => transfers.iter().map(|t| t.id.seq).collect(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    let mut tick = Vec::new();
+    core.handle(0, Event::Tick, &mut tick);
+    assert_eq!(forwarded(&tick), (1..=window as u64).collect::<Vec<_>>());
+    tick.clear();
+    core.handle(1, Event::Tick, &mut tick);
+    assert!(
+        forwarded(&tick).is_empty(),
+        "nothing more until some of it commits"
+    );
+}
