@@ -715,8 +715,8 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         intake: vec![BTreeMap::new(); 3],
         last_heartbeat: 0,
     };
-    (1..=10).for_each(|seq| drop(l.intake[1].insert(seq, tx(1, seq, 0, 1))));
-    (1..=2).for_each(|seq| drop(l.intake[2].insert(seq, tx(2, seq, 0, 1))));
+    l.intake[1].extend((1..=10).map(|seq| (seq, tx(1, seq, 0, 1))));
+    l.intake[2].extend((1..=2).map(|seq| (seq, tx(2, seq, 0, 1))));
     l.intake[0].insert(2, tx(0, 2, 1, 1)); // 0.1 is missing, so 0.2 must wait
     let batch = Core::next_batch(&mut l, 6);
     let from = |o: NodeId| {
