@@ -67,6 +67,9 @@ impl Args {
     }
 }
 
+/// The narrowest `--delay` range accepted.
+pub const MIN_DELAY_SPREAD: u64 = 10;
+
 /// Parses `20ms..100ms`, `20s..60s` or `20..100` (milliseconds).
 pub fn parse_delay(text: &str) -> Result<(u64, u64), String> {
     let bad =
@@ -84,6 +87,10 @@ pub fn parse_delay(text: &str) -> Result<(u64, u64), String> {
     let (lo, hi) = (ms(lo).ok_or_else(bad)?, ms(hi).ok_or_else(bad)?);
     if lo > hi {
         return Err(bad());
+    }
+    if hi - lo < MIN_DELAY_SPREAD {
+        // Without a spread, competing candidates keep pre-empting each other.
+        return Err(format!("--delay: MAX must exceed MIN by at least {MIN_DELAY_SPREAD}ms, so that competing candidates back off"));
     }
     Ok((lo, hi))
 }
@@ -213,6 +220,7 @@ mod tests {
         assert_eq!(parse_delay("20s..60s"), Ok((20_000, 60_000)));
         assert_eq!(parse_delay("5ms..40ms"), Ok((5, 40)));
         assert_eq!(parse_delay("0..10"), Ok((0, 10)));
+        assert!(parse_delay("50ms..55ms").unwrap_err().contains("back off"));
         assert!(parse_delay("60s..20s").is_err());
         assert!(parse_delay("fast").is_err());
     }
