@@ -244,6 +244,8 @@ pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
 /// furthest a leader could have proposed. Those depths are decided without it.
 #[derive(Clone, Debug)]
 struct Amnesia {
+    /// When this node (re)started: the first time it saw the clock.
+    since: Option<u64>,
     asked_at: Option<u64>,
     replies: BTreeMap<NodeId, (Ballot, u64, u64)>,
 }
@@ -365,6 +367,7 @@ impl Core {
             peer_depth: vec![0; params.nodes],
             catch_up: None,
             amnesia: params.amnesic.then_some(Amnesia {
+                since: None,
                 asked_at: None,
                 replies: BTreeMap::new(),
             }),
@@ -1252,10 +1255,11 @@ impl Core {
     /// that counted a forgotten promise is over), and again every resend interval.
     fn probe(&mut self, out: &mut Vec<Action>) {
         let Some(a) = &mut self.amnesia else { return };
+        let since = *a.since.get_or_insert(self.now);
         let due = a
             .asked_at
             .is_none_or(|at| self.now >= at + self.timing.resend);
-        if self.now < self.timing.leader_timeout || !due {
+        if self.now < since + self.timing.leader_timeout || !due {
             return;
         }
         a.asked_at = Some(self.now);
