@@ -450,7 +450,7 @@ fn pristine() -> (Vec<u8>, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node0");
     Store::create(&dir).unwrap();
-    let mut store = Store::open(&dir, NODES, BALANCE).unwrap().store;
+    let mut store = Store::open(&dir, NODES, BALANCE, None).unwrap().store;
     chain(6).iter().for_each(|b| store.commit(b).unwrap());
     let ballot = Ballot { round: 2, node: 1 };
     for r in [
@@ -492,12 +492,12 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
     fs::write(dir.join("wal.log"), wal).unwrap();
     let damaged = read(&dir);
 
-    let verified = Store::verify_as(&dir, NODES, BALANCE, Some(0), |b| {
+    let verified = Store::verify(&dir, NODES, BALANCE, Some(0), |b| {
         assert!(b.hash_is_valid());
     });
     prop_assert_eq!(&read(&dir), &damaged, "verify modified the files");
 
-    match Store::open_as(&dir, NODES, BALANCE, Some(0)) {
+    match Store::open(&dir, NODES, BALANCE, Some(0)) {
         Err(e) => {
             prop_assert!(verified.is_err(), "open refused what verify passed: {}", e);
             prop_assert_eq!(&read(&dir), &damaged, "open modified files it refused");
@@ -511,7 +511,7 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
             let now = read(&dir);
             prop_assert!(damaged.0.starts_with(&now.0) && damaged.1.starts_with(&now.1));
             drop(opened);
-            let again = Store::open_as(&dir, NODES, BALANCE, Some(0)).expect("reopen");
+            let again = Store::open(&dir, NODES, BALANCE, Some(0)).expect("reopen");
             prop_assert!(again.repairs.is_empty(), "{:?}", again.repairs);
             prop_assert_eq!(again.ledger, ledger);
             prop_assert_eq!(read(&dir), now);
