@@ -69,29 +69,28 @@ fn audit_node(
     let dir = config::node_dir(data, id);
     let mut problems = Vec::new();
     let mut seen: HashSet<TxId> = HashSet::new();
-    let (ledger, note) =
-        Store::verify_as(&dir, config.nodes(), config.balance, Some(id), |block| {
-            let i = block.depth as usize - 1;
-            match canonical.get(i) {
-                Some(h) if *h != block.hash => problems.push(format!(
-                    "node {id}: block {} is {} where another node has {}",
-                    block.depth,
-                    block.hash.short(),
-                    h.short()
-                )),
-                Some(_) => {}
-                None => canonical.push(block.hash),
+    let (ledger, note) = Store::verify(&dir, config.nodes(), config.balance, Some(id), |block| {
+        let i = block.depth as usize - 1;
+        match canonical.get(i) {
+            Some(h) if *h != block.hash => problems.push(format!(
+                "node {id}: block {} is {} where another node has {}",
+                block.depth,
+                block.hash.short(),
+                h.short()
+            )),
+            Some(_) => {}
+            None => canonical.push(block.hash),
+        }
+        for t in &block.transfers {
+            if !seen.insert(t.id) {
+                problems.push(format!(
+                    "node {id}: transfer {} appears twice (again at depth {})",
+                    t.id, block.depth
+                ));
             }
-            for t in &block.transfers {
-                if !seen.insert(t.id) {
-                    problems.push(format!(
-                        "node {id}: transfer {} appears twice (again at depth {})",
-                        t.id, block.depth
-                    ));
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
+        }
+    })
+    .map_err(|e| e.to_string())?;
     let total = config.balance as u128 * config.nodes() as u128;
     if ledger.total() != total {
         problems.push(format!(

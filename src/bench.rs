@@ -167,7 +167,7 @@ fn cluster_bench(opts: &Options, exe: &Path, data: &Path) -> Result<(), String> 
 /// under load a change means a leader was too busy to send heartbeats in time.
 fn proposer_changes(data: &Path, nodes: usize) -> Result<u64, String> {
     let (mut changes, mut last) = (0, None);
-    Store::verify(&config::node_dir(data, 0), nodes, BALANCE, |b| {
+    Store::verify(&config::node_dir(data, 0), nodes, BALANCE, None, |b| {
         changes += u64::from(last.is_some_and(|p| p != b.proposer));
         last = Some(b.proposer);
     })
@@ -642,7 +642,7 @@ fn print_ms(what: &str, sorted: &[Duration], rss: Option<u64>) {
 /// In-process `Store::open` (page cache warm: the chain was just written or read).
 fn time_open(dir: &Path) -> Result<Duration, String> {
     let started = Instant::now();
-    let opened = Store::open(dir, STORE_NODES, BALANCE).map_err(|e| e.to_string())?;
+    let opened = Store::open(dir, STORE_NODES, BALANCE, None).map_err(|e| e.to_string())?;
     let took = started.elapsed();
     if opened.ledger.transfers < 1_000_000 {
         return Err(format!(
@@ -676,7 +676,7 @@ struct ChainWriter {
 
 impl ChainWriter {
     fn open(dir: &Path) -> Result<ChainWriter, String> {
-        let opened = Store::open(dir, STORE_NODES, BALANCE).map_err(|e| e.to_string())?;
+        let opened = Store::open(dir, STORE_NODES, BALANCE, None).map_err(|e| e.to_string())?;
         Ok(ChainWriter {
             store: opened.store,
             ledger: opened.ledger,
@@ -775,7 +775,7 @@ mod tests {
         let mut w = ChainWriter::open(dir.path()).unwrap();
         w.fill(5, 7).unwrap();
         drop(w);
-        let opened = Store::open(dir.path(), STORE_NODES, BALANCE).unwrap();
+        let opened = Store::open(dir.path(), STORE_NODES, BALANCE, None).unwrap();
         assert_eq!((opened.ledger.depth, opened.ledger.transfers), (5, 35));
     }
 }

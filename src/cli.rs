@@ -185,8 +185,8 @@ fn committed_depth(data: &Path) -> Option<u64> {
             continue;
         }
         // A chain we cannot read still counts as data worth keeping.
-        let depth =
-            Store::verify(&entry.path(), nodes, balance, |_| {}).map_or(1, |(l, _)| l.depth.max(1));
+        let depth = Store::verify(&entry.path(), nodes, balance, None, |_| {})
+            .map_or(1, |(l, _)| l.depth.max(1));
         deepest = deepest.max(Some(depth));
     }
     deepest

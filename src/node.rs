@@ -90,8 +90,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         ledger,
         records,
         repairs,
-    } = Store::open_as(&dir, config.nodes(), config.balance, Some(id))
-        .map_err(|e| e.to_string())?;
+    } = Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
     repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;

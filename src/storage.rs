@@ -211,14 +211,11 @@ impl Store {
     }
 
     /// Loads the chain and the WAL, cutting off torn tails (reported in `repairs`).
-    pub fn open(dir: &Path, nodes: usize, balance: u64) -> Result<Opened, StoreError> {
-        Self::open_as(dir, nodes, balance, None)
-    }
-
-    /// `open` for the state of node `owner`: a WAL record that node could never have
-    /// written (a queued transfer from another account) is `Corrupt` at its offset, instead
-    /// of reaching the protocol core, which trusts its own log.
-    pub fn open_as(
+    ///
+    /// With `owner` set to `Some(id)`, this is the state of node `id`: a WAL record that node
+    /// could never have written (a queued transfer from another account) is `Corrupt` at its
+    /// offset, instead of reaching the protocol core, which trusts its own log.
+    pub fn open(
         dir: &Path,
         nodes: usize,
         balance: u64,
@@ -257,19 +254,10 @@ impl Store {
         })
     }
 
-    /// Read-only check for `benmo audit`: verifies like `open` but never repairs; calls `each`
-    /// for every block in order. Returns the final ledger and a note if a tail is torn.
+    /// Read-only check for `benmo audit`: verifies like `open` (with the same `owner` WAL
+    /// checks) but never repairs; calls `each` for every block in order. Returns the final
+    /// ledger and a note if a tail is torn.
     pub fn verify(
-        dir: &Path,
-        nodes: usize,
-        balance: u64,
-        each: impl FnMut(&Block),
-    ) -> Result<(Ledger, Option<String>), StoreError> {
-        Self::verify_as(dir, nodes, balance, None, each)
-    }
-
-    /// `verify` with the WAL checks of `open_as`.
-    pub fn verify_as(
         dir: &Path,
         nodes: usize,
         balance: u64,
@@ -835,7 +823,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Result<Opened, StoreError> {
-        Store::open(dir, NODES, BALANCE)
+        Store::open(dir, NODES, BALANCE, None)
     }
 
     /// A synced store holding `blocks` and `recs`; returns the temp dir and the state dir.
@@ -1185,7 +1173,7 @@ mod tests {
         assert!(matches!(Store::create(&dir), Err(StoreError::Io { .. })));
         fs::remove_file(dir.join(WAL)).unwrap();
         assert!(matches!(open(&dir), Err(StoreError::NotInitialised(p)) if p == dir.join(WAL)));
-        let verified = Store::verify(&dir, NODES, BALANCE, |_| ());
+        let verified = Store::verify(&dir, NODES, BALANCE, None, |_| ());
         assert!(matches!(verified, Err(StoreError::NotInitialised(_))));
     }
 
@@ -1199,7 +1187,8 @@ mod tests {
         let before = read(&dir);
 
         let mut seen = Vec::new();
-        let (ledger, note) = Store::verify(&dir, NODES, BALANCE, |b| seen.push(b.clone())).unwrap();
+        let (ledger, note) =
+            Store::verify(&dir, NODES, BALANCE, None, |b| seen.push(b.clone())).unwrap();
         assert_eq!(seen, blocks[..3]);
         assert_eq!(ledger.depth, 3);
         assert!(note.unwrap().contains("torn tail"));
@@ -1208,7 +1197,7 @@ mod tests {
         flip(&dir.join(CHAIN), offsets(&blocks)[1] + 13, 0x01);
         let before = read(&dir);
         assert!(matches!(
-            Store::verify(&dir, NODES, BALANCE, |_| ()),
+            Store::verify(&dir, NODES, BALANCE, None, |_| ()),
             Err(StoreError::Corrupt { .. })
         ));
         assert_eq!(read(&dir), before);

@@ -44,6 +44,7 @@
 use crate::ledger::NodeId;
 use crate::paxos::{Envelope, Event};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use hmac::digest::CtOutput;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
@@ -59,10 +60,13 @@ use std::time::{Duration, Instant};
 /// The largest payload a frame may carry. Checked before any buffer is allocated.
 pub const MAX_FRAME: usize = 16 << 20;
 
-const MAGIC: &[u8; 6] = b"BENMO1";
-const NONCE_LEN: usize = 32;
-const TAG_LEN: usize = 32;
-const GREETING_LEN: usize = MAGIC.len() + NONCE_LEN;
+/// The first bytes a server sends on every connection.
+pub const MAGIC: &[u8; 6] = b"BENMO1";
+pub const NONCE_LEN: usize = 32;
+/// Length of an HMAC-SHA256 tag (hello tags and frame MACs).
+pub const TAG_LEN: usize = 32;
+/// The server's greeting: `MAGIC` then the connection's nonce.
+pub const GREETING_LEN: usize = MAGIC.len() + NONCE_LEN;
 const HELLO_LEN: usize = 4 + TAG_LEN;
 const HEADER_LEN: usize = 4 + TAG_LEN;
 
@@ -111,8 +115,8 @@ struct Shared {
     id: NodeId,
     nodes: usize,
     cfg: Config,
-    /// HMAC already keyed with the cluster key; cloned per tag.
-    mac: HmacSha256,
+    /// The cluster key.
+    key: [u8; 32],
     events: Sender<Event>,
     shutdown: AtomicBool,
     /// Live inbound connections, so the reader count is bounded and `Drop` can close them.
@@ -244,7 +248,7 @@ impl Transport {
             id,
             nodes: addrs.len(),
             cfg,
-            mac: HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length"),
+            key,
             events,
             shutdown: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
@@ -318,35 +322,54 @@ fn bind_error(e: &io::Error) -> String {
 
 // ----- authentication -----
 
-fn hello_tag(mac: &HmacSha256, nonce: &Nonce, client: u32, server: u32) -> HmacSha256 {
-    let mut mac = mac.clone();
-    mac.update(b"benmo-hello");
-    mac.update(nonce);
-    mac.update(&client.to_le_bytes());
-    mac.update(&server.to_le_bytes());
-    mac
+/// The tag in the hello of `client` to `server` on the connection with `nonce`:
+/// HMAC(key, "benmo-hello" ‖ nonce ‖ client u32 ‖ server u32).
+pub fn hello_tag(key: &[u8; 32], nonce: &Nonce, client: u32, server: u32) -> [u8; TAG_LEN] {
+    hmac(
+        key,
+        &[
+            b"benmo-hello",
+            nonce,
+            &client.to_le_bytes(),
+            &server.to_le_bytes(),
+        ],
+    )
 }
 
-fn frame_tag(mac: &HmacSha256, nonce: &Nonce, counter: u64, payload: &[u8]) -> HmacSha256 {
-    let mut mac = mac.clone();
-    mac.update(b"benmo-frame");
-    mac.update(nonce);
-    mac.update(&counter.to_le_bytes());
-    mac.update(payload);
-    mac
+/// The MAC of frame number `counter` on the connection with `nonce`:
+/// HMAC(key, "benmo-frame" ‖ nonce ‖ counter u64 ‖ payload).
+pub fn frame_mac(key: &[u8; 32], nonce: &Nonce, counter: u64, payload: &[u8]) -> [u8; TAG_LEN] {
+    hmac(
+        key,
+        &[b"benmo-frame", nonce, &counter.to_le_bytes(), payload],
+    )
+}
+
+/// HMAC-SHA256 of the concatenation of `parts`.
+fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    parts.iter().for_each(|part| mac.update(part));
+    mac.finalize().into_bytes().into()
+}
+
+/// Compares a received tag with the expected one in constant time, so how fast a forgery
+/// is refused says nothing about how close it was.
+fn tag_matches(expected: [u8; TAG_LEN], received: &[u8]) -> bool {
+    let Ok(received) = <[u8; TAG_LEN]>::try_from(received) else {
+        return false;
+    };
+    CtOutput::<HmacSha256>::new(expected.into()) == CtOutput::new(received.into())
 }
 
 /// Writes one frame (header and payload) and advances the counter.
 fn write_frame(
     out: &mut impl Write,
-    mac: &HmacSha256,
+    key: &[u8; 32],
     nonce: &Nonce,
     counter: &mut u64,
     payload: &[u8],
 ) -> io::Result<()> {
-    let tag = frame_tag(mac, nonce, *counter, payload)
-        .finalize()
-        .into_bytes();
+    let tag = frame_mac(key, nonce, *counter, payload);
     *counter += 1;
     // `send` refuses payloads over MAX_FRAME, so the length fits in a u32.
     out.write_all(&(payload.len() as u32).to_le_bytes())?;
@@ -449,10 +472,9 @@ impl Writer {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&greeting[MAGIC.len()..]);
         let (me, peer) = (self.shared.id as u32, self.peer as u32);
-        let tag = hello_tag(&self.shared.mac, &nonce, me, peer).finalize();
         let mut hello = [0u8; HELLO_LEN];
         hello[..4].copy_from_slice(&me.to_le_bytes());
-        hello[4..].copy_from_slice(&tag.into_bytes());
+        hello[4..].copy_from_slice(&hello_tag(&self.shared.key, &nonce, me, peer));
         stream.write_all(&hello)?;
         Ok((stream, nonce))
     }
@@ -502,7 +524,7 @@ impl Writer {
     /// Ok means the transport was dropped; Err is a broken connection.
     fn pump(&self, stream: TcpStream, nonce: &Nonce) -> io::Result<()> {
         let cfg = &self.shared.cfg;
-        let mac = &self.shared.mac;
+        let key = &self.shared.key;
         let mut out = BufWriter::with_capacity(64 << 10, stream);
         let mut counter = 0;
         let keepalive: Payload = Arc::new([]);
@@ -512,9 +534,9 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => keepalive.clone(),
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
-            write_frame(&mut out, mac, nonce, &mut counter, &first)?;
+            write_frame(&mut out, key, nonce, &mut counter, &first)?;
             for payload in self.rx.try_iter().take(cfg.queue_frames) {
-                write_frame(&mut out, mac, nonce, &mut counter, &payload)?;
+                write_frame(&mut out, key, nonce, &mut counter, &payload)?;
             }
             out.flush()?;
         }
@@ -637,9 +659,10 @@ impl Inbound {
         self.who = format!("{} (node {from})", self.who);
         let mut counter = 0u64;
         while let Some((tag, payload)) = self.next_frame()? {
-            frame_tag(&self.shared.mac, &nonce, counter, &payload)
-                .verify_slice(&tag)
-                .map_err(|_| format!("bad MAC on frame {counter}"))?;
+            let expected = frame_mac(&self.shared.key, &nonce, counter, &payload);
+            if !tag_matches(expected, &tag) {
+                return Err(format!("bad MAC on frame {counter}"));
+            }
             counter += 1;
             if payload.is_empty() {
                 continue; // keepalive
@@ -692,9 +715,12 @@ impl Inbound {
         if from >= self.shared.nodes {
             return Err(format!("hello from unknown node id {client}"));
         }
-        hello_tag(&self.shared.mac, &nonce, client, self.shared.id as u32)
-            .verify_slice(&hello[4..])
-            .map_err(|_| format!("bad hello tag for node {client} (wrong key or replay)"))?;
+        let expected = hello_tag(&self.shared.key, &nonce, client, self.shared.id as u32);
+        if !tag_matches(expected, &hello[4..]) {
+            return Err(format!(
+                "bad hello tag for node {client} (wrong key or replay)"
+            ));
+        }
         Ok((from, nonce))
     }
 
@@ -860,7 +886,7 @@ mod tests {
         s: TcpStream,
         nonce: Nonce,
         counter: u64,
-        mac: HmacSha256,
+        key: [u8; 32],
     }
 
     impl Raw {
@@ -870,15 +896,14 @@ mod tests {
             s.set_read_timeout(Some(WAIT)).unwrap();
             let mut greeting = [0u8; GREETING_LEN];
             s.read_exact(&mut greeting).unwrap();
-            assert_eq!(&greeting[..6], MAGIC);
+            assert_eq!(&greeting[..MAGIC.len()], MAGIC);
             let mut nonce = [0u8; NONCE_LEN];
-            nonce.copy_from_slice(&greeting[6..]);
-            let mac = HmacSha256::new_from_slice(&key).unwrap();
+            nonce.copy_from_slice(&greeting[MAGIC.len()..]);
             Raw {
                 s,
                 nonce,
                 counter: 0,
-                mac,
+                key,
             }
         }
 
@@ -891,16 +916,14 @@ mod tests {
         }
 
         fn hello(&self, client: u32, server: u32) -> Vec<u8> {
-            let tag = hello_tag(&self.mac, &self.nonce, client, server).finalize();
-            let mut hello = client.to_le_bytes().to_vec();
-            hello.extend_from_slice(&tag.into_bytes());
-            hello
+            let tag = hello_tag(&self.key, &self.nonce, client, server);
+            [client.to_le_bytes().as_slice(), &tag].concat()
         }
 
         /// The bytes of the next correctly MAC'd frame.
         fn frame(&mut self, payload: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
-            write_frame(&mut out, &self.mac, &self.nonce, &mut self.counter, payload).unwrap();
+            write_frame(&mut out, &self.key, &self.nonce, &mut self.counter, payload).unwrap();
             out
         }
 

@@ -9,48 +9,27 @@
 //!   return Ok or Err, never panic, and never modify a file when returning Err (nor, for
 //!   verify, ever).
 
-use benmo::ledger::{Block, Ledger, Transfer, TxId};
+mod common;
+
+use benmo::ledger::Ledger;
 use benmo::paxos::{Ballot, Core, Envelope, Event, Message, Params, Proposal, Record, Timing};
 use benmo::storage::Store;
 use benmo::transport::{self, Transport};
+use common::{chain, tx, Raw, BALANCE, NODES};
 use crossbeam_channel::Receiver;
-use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use sha2::Sha256;
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Shutdown, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const KEY: [u8; 32] = [0x5a; 32];
 const WAIT: Duration = Duration::from_secs(10);
-const NODES: usize = 3;
-const BALANCE: u64 = 100;
 
 // ----- samples -----
-
-fn tx(node: usize, seq: u64, credit: usize, amount: u64) -> Transfer {
-    Transfer {
-        id: TxId { node, seq },
-        credit,
-        amount,
-    }
-}
-
-fn chain(n: u64) -> Vec<Block> {
-    let mut ledger = Ledger::new(NODES, BALANCE);
-    (0..n)
-        .map(|i| {
-            let from = (i % NODES as u64) as usize;
-            let seq = ledger.next_seq[from];
-            let b = ledger.seal(1, &[tx(from, seq, (from + 1) % NODES, 1 + i % 7)]);
-            ledger.apply(&b).unwrap();
-            b
-        })
-        .collect()
-}
 
 /// One valid envelope of every kind.
 fn envelopes() -> Vec<Envelope> {
@@ -161,70 +140,12 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 
 // ----- transport -----
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// A hand-driven client of the transport under test.
-struct Raw {
-    s: TcpStream,
-    nonce: [u8; 32],
-    counter: u64,
-}
-
 impl Raw {
-    fn open(addr: &str) -> Raw {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut greeting = [0u8; 38];
-        s.read_exact(&mut greeting).unwrap();
-        assert_eq!(&greeting[..6], b"BENMO1");
-        Raw {
-            s,
-            nonce: greeting[6..].try_into().unwrap(),
-            counter: 0,
-        }
-    }
-
-    fn hello(&self, client: u32) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&KEY).unwrap();
-        mac.update(b"benmo-hello");
-        mac.update(&self.nonce);
-        mac.update(&client.to_le_bytes());
-        mac.update(&0u32.to_le_bytes());
-        let mut out = client.to_le_bytes().to_vec();
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
-    }
-
-    fn frame(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&KEY).unwrap();
-        mac.update(b"benmo-frame");
-        mac.update(&self.nonce);
-        mac.update(&self.counter.to_le_bytes());
-        mac.update(payload);
-        self.counter += 1;
-        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
     /// Sends, half-closes, and waits until the transport closes its end.
     fn send_and_wait_closed(mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes);
+        self.put(bytes);
         let _ = self.s.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 64];
-        loop {
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => panic!("the transport sent data after the greeting"),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    assert!(Instant::now() < deadline, "connection never closed");
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+        self.dropped_within(WAIT);
     }
 }
 
@@ -294,7 +215,7 @@ fn transport_decoder_survives_random_and_mutated_bytes() {
     let samples = envelopes();
 
     // The good peer: one long connection as node 1, sending a marker after each case.
-    let mut good = Raw::open(&addr);
+    let mut good = Raw::open(&addr, KEY);
     let hello = good.hello(1);
     good.s.write_all(&hello).unwrap();
     let good = std::cell::RefCell::new((good, 0u64));
@@ -302,7 +223,7 @@ fn transport_decoder_survives_random_and_mutated_bytes() {
     let mut runner = TestRunner::new(RunnerConfig::with_cases(300));
     runner
         .run(&attack(), |attack| {
-            let mut raw = Raw::open(&addr);
+            let mut raw = Raw::open(&addr, KEY);
             let bytes = match &attack {
                 Attack::Garbage(b) => b.clone(),
                 Attack::AfterHello(b) => [raw.hello(2), b.clone()].concat(),
@@ -390,11 +311,11 @@ fn regression_envelope_naming_an_unknown_node_is_refused() {
     // Over the wire: the frame is dropped with a warning, and a good message still arrives.
     let (t, rx) = live_transport();
     let addr = t.local_addr().to_string();
-    let mut raw = Raw::open(&addr);
+    let mut raw = Raw::open(&addr, KEY);
     let hello = raw.hello(1);
     let frame = raw.frame(&serde_json::to_vec(&accept).unwrap());
     raw.send_and_wait_closed(&[hello, frame].concat());
-    let mut good = Raw::open(&addr);
+    let mut good = Raw::open(&addr, KEY);
     let want = envelopes().remove(0);
     let bytes = [
         good.hello(1),
@@ -450,7 +371,7 @@ fn pristine() -> (Vec<u8>, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node0");
     Store::create(&dir).unwrap();
-    let mut store = Store::open(&dir, NODES, BALANCE).unwrap().store;
+    let mut store = Store::open(&dir, NODES, BALANCE, None).unwrap().store;
     chain(6).iter().for_each(|b| store.commit(b).unwrap());
     let ballot = Ballot { round: 2, node: 1 };
     for r in [
@@ -492,12 +413,12 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
     fs::write(dir.join("wal.log"), wal).unwrap();
     let damaged = read(&dir);
 
-    let verified = Store::verify_as(&dir, NODES, BALANCE, Some(0), |b| {
+    let verified = Store::verify(&dir, NODES, BALANCE, Some(0), |b| {
         assert!(b.hash_is_valid());
     });
     prop_assert_eq!(&read(&dir), &damaged, "verify modified the files");
 
-    match Store::open_as(&dir, NODES, BALANCE, Some(0)) {
+    match Store::open(&dir, NODES, BALANCE, Some(0)) {
         Err(e) => {
             prop_assert!(verified.is_err(), "open refused what verify passed: {}", e);
             prop_assert_eq!(&read(&dir), &damaged, "open modified files it refused");
@@ -511,7 +432,7 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
             let now = read(&dir);
             prop_assert!(damaged.0.starts_with(&now.0) && damaged.1.starts_with(&now.1));
             drop(opened);
-            let again = Store::open_as(&dir, NODES, BALANCE, Some(0)).expect("reopen");
+            let again = Store::open(&dir, NODES, BALANCE, Some(0)).expect("reopen");
             prop_assert!(again.repairs.is_empty(), "{:?}", again.repairs);
             prop_assert_eq!(again.ledger, ledger);
             prop_assert_eq!(read(&dir), now);

@@ -6,15 +6,16 @@
 //! (matched by our socket's port), keeps serving its peers, stays alive, and its thread count
 //! stays bounded. What key holders send that the protocol refuses is logged on stdout.
 
+mod common;
+
 use benmo::cluster::{LocalCluster, Status};
 use benmo::config::{self, Config};
-use benmo::ledger::{Block, Hash, Transfer, TxId};
+use benmo::ledger::{Block, Hash, Transfer};
 use benmo::paxos::{Ballot, Envelope, Message};
-use hmac::{Hmac, Mac};
+use common::{tx, Raw, BALANCE, NODES};
 use rand::RngCore;
-use sha2::Sha256;
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::thread;
@@ -28,11 +29,9 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack on top of a timeout before we call a connection "not dropped".
 const SLACK: Duration = Duration::from_secs(3);
 
-type HmacSha256 = Hmac<Sha256>;
-
 fn cluster() -> (tempfile::TempDir, LocalCluster) {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = LocalCluster::init(Path::new(EXE), dir.path(), 3, 100).unwrap();
+    let mut c = LocalCluster::init(Path::new(EXE), dir.path(), NODES, BALANCE).unwrap();
     c.start_all().unwrap();
     (dir, c)
 }
@@ -110,93 +109,20 @@ fn threads(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
 }
 
-/// A hand-driven client of node 0: an attacker, or a key holder playing node `client`.
-struct Raw {
-    s: TcpStream,
-    nonce: [u8; 32],
-    counter: u64,
-    mac: HmacSha256,
+/// Waits until process `pid` has no more than `before` threads again.
+fn threads_back_to(pid: u32, before: usize) {
+    let deadline = Instant::now() + WAIT;
+    while threads(pid) > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} > {before} threads",
+            threads(pid)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 impl Raw {
-    /// Connects and reads the greeting; sends nothing.
-    fn open(addr: &str, key: [u8; 32]) -> Raw {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut greeting = [0u8; 38];
-        s.read_exact(&mut greeting).unwrap();
-        assert_eq!(&greeting[..6], b"BENMO1");
-        Raw {
-            s,
-            nonce: greeting[6..].try_into().unwrap(),
-            counter: 0,
-            mac: HmacSha256::new_from_slice(&key).unwrap(),
-        }
-    }
-
-    /// Connects and says hello as `client` to node 0, with `key`.
-    fn login(addr: &str, key: [u8; 32], client: u32) -> Raw {
-        let mut raw = Raw::open(addr, key);
-        let hello = raw.hello(client);
-        raw.put(&hello);
-        raw
-    }
-
-    fn port(&self) -> u16 {
-        self.s.local_addr().unwrap().port()
-    }
-
-    fn hello(&self, client: u32) -> Vec<u8> {
-        let mut mac = self.mac.clone();
-        mac.update(b"benmo-hello");
-        mac.update(&self.nonce);
-        mac.update(&client.to_le_bytes());
-        mac.update(&0u32.to_le_bytes());
-        let mut out = client.to_le_bytes().to_vec();
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
-    }
-
-    /// The bytes of the next correctly MAC'd frame.
-    fn frame(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = self.mac.clone();
-        mac.update(b"benmo-frame");
-        mac.update(&self.nonce);
-        mac.update(&self.counter.to_le_bytes());
-        mac.update(payload);
-        self.counter += 1;
-        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn env_frame(&mut self, env: &Envelope) -> Vec<u8> {
-        self.frame(&serde_json::to_vec(env).unwrap())
-    }
-
-    /// Writes, ignoring errors: the node may already have hung up.
-    fn put(&mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes);
-    }
-
-    /// Asserts node 0 closes the connection (EOF or reset) within `within`.
-    fn dropped_within(&mut self, within: Duration) {
-        self.s.set_read_timeout(Some(within)).unwrap();
-        let mut buf = [0u8; 256];
-        loop {
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => panic!("node 0 sent data after the greeting"),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    panic!("connection still open after {within:?}")
-                }
-                Err(_) => return, // reset: closed with our bytes unread
-            }
-        }
-    }
-
     /// Asserts the drop, and exactly one stderr line for it that says `why`.
     fn expect_dropped(mut self, c: &LocalCluster, why: &str) -> String {
         self.dropped_within(WAIT);
@@ -313,15 +239,7 @@ fn bad_input_is_dropped_and_logged_once_and_peers_keep_working() {
     commit(&mut c, 1, 0, 2);
     healthy(&mut c);
     // Every attack's reader thread is gone again.
-    let deadline = Instant::now() + WAIT;
-    while threads(pid) > before {
-        assert!(
-            Instant::now() < deadline,
-            "{} > {before} threads",
-            threads(pid)
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    threads_back_to(pid, before);
     c.converge(WAIT).unwrap();
     assert!(c.audit().unwrap().contains("audit ok"));
 }
@@ -374,11 +292,7 @@ fn forged_replayed_and_altered_frames_change_nothing() {
             },
         }
     };
-    let steal = Transfer {
-        id: TxId { node: 1, seq: 1 },
-        credit: 0,
-        amount: 50,
-    };
+    let steal = tx(1, 1, 0, 50);
     let overdraw = Transfer {
         amount: 1_000_000,
         ..steal
@@ -598,15 +512,7 @@ fn flood_and_slow_senders_are_bounded_while_the_cluster_commits() {
     assert!(one_line_for(&c, port).contains("frame not completed within 10s"));
 
     // Threads back to where they were; node 0 healthy and its peers still linked.
-    let deadline = Instant::now() + WAIT;
-    while threads(pid) > before {
-        assert!(
-            Instant::now() < deadline,
-            "{} > {before} threads",
-            threads(pid)
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    threads_back_to(pid, before);
     healthy(&mut c);
     commit(&mut c, 0, 1, 1);
     c.converge(WAIT).unwrap();
