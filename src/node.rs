@@ -10,7 +10,7 @@ use crate::commands::{self, Parsed};
 use crate::config::{self, Config};
 use crate::ledger::NodeId;
 use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Timing};
-use crate::storage::{Opened, Store};
+use crate::storage::Store;
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -85,16 +85,33 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     }
     let dir = config::node_dir(&opts.data, id);
     let amnesic = opts.recover && recover(&dir, &config, id)?;
-    let Opened {
-        mut store,
-        ledger,
-        records,
-        repairs,
-    } = Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
-    repairs.iter().for_each(|r| eprintln!("note: {r}"));
+    let opened =
+        Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
+    opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let params = Params {
+    let core = Core::recover(
+        params(&opts, &config, id, amnesic),
+        opened.ledger,
+        opened.records,
+    );
+    let mut store = opened.store;
+    compact(&mut store, &core);
+    let local_rx = spawn_local_inputs(stdin)?;
+    banner(&core, &config, io::stdin().is_terminal());
+    EventLoop {
+        compact_at: COMPACT_BYTES.max(2 * store.wal_bytes()),
+        core,
+        store,
+        transport,
+        start: Instant::now(),
+    }
+    .run(net_rx, local_rx);
+    Ok(())
+}
+
+fn params(opts: &NodeOptions, config: &Config, id: NodeId, amnesic: bool) -> Params {
+    Params {
         id,
         nodes: config.nodes(),
         timing: Timing {
@@ -105,28 +122,21 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         verbose: opts.verbose,
         seed: rand::random(),
         amnesic,
-    };
-    let core = Core::recover(params, ledger, records);
-    compact(&mut store, &core);
-    let (local_tx, local_rx) = crossbeam_channel::bounded(STDIN_BACKLOG);
-    let stop = local_tx.clone();
+    }
+}
+
+/// Starts the stdin thread and the Ctrl-C handler, which feed the event loop.
+fn spawn_local_inputs(stdin: LineReader) -> Result<Receiver<Local>, String> {
+    let (tx, rx) = crossbeam_channel::bounded(STDIN_BACKLOG);
+    let stop = tx.clone();
     ctrlc::set_handler(move || drop(stop.send(Local::Stop)))
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     let interactive = io::stdin().is_terminal();
-    banner(&core, &config, interactive);
     std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_commands(stdin, local_tx, interactive))
+        .spawn(move || read_commands(stdin, tx, interactive))
         .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
-    EventLoop {
-        compact_at: COMPACT_BYTES.max(2 * store.wal_bytes()),
-        core,
-        store,
-        transport,
-        start: Instant::now(),
-    }
-    .run(net_rx, local_rx);
-    Ok(())
+    Ok(rx)
 }
 
 /// `--recover`: moves damaged files aside, keeping their good records. Returns whether
