@@ -140,6 +140,7 @@ fn overdraft_and_foreign_debits_are_rejected() {
         .unwrap()
         .contains("own account"));
     committed(&mut c, 0, &txid(&ok));
+    c.converge(SETTLE).unwrap(); // node 2 may learn of the commit a moment later
     assert_eq!(
         balances(&mut c, 2),
         vec!["balance 0 40", "balance 1 160", "balance 2 100"]
