@@ -156,8 +156,10 @@ fn expect_message(rx: &Receiver<Event>, want: &Envelope, allowed: &[Envelope]) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Event::Message { from, env }) => {
-                assert_eq!(from, 1, "a message from an id we never authenticated");
-                if env == *want {
+                // Node 2 is the attacker's id: a mutation that left its frames intact
+                // gets them delivered, MAC and all, which is right.
+                assert!(from == 1 || from == 2, "a message from an id we never authenticated");
+                if from == 1 && env == *want {
                     return;
                 }
                 assert!(
