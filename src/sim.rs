@@ -268,11 +268,12 @@ struct Sim<'a> {
     announced: HashSet<TxId>,
     /// Acknowledged transfers whose `Queue` record was lost: they may commit, once, or not.
     indeterminate: BTreeSet<TxId>,
-    /// The node whose disk was damaged, and the depth the agreed chain must reach before
+    /// The node whose disk was damaged, and the depth every node's chain must reach before
     /// another node may be damaged: the node's old depth, and once it recovers, its vote
     /// floor. The design assumes at most a minority amnesic at a time, and depths at or below
     /// a vote floor are decided without that node: with n = 3, a second node's floor over the
-    /// same depths would leave them no quorum, for ever.
+    /// same depths would leave them no quorum, for ever. Every node, not just one: a depth
+    /// chosen but committed only by the node damaged next is not safely behind us.
     damaged: Option<(NodeId, u64)>,
     stats: Stats,
 }
@@ -940,8 +941,8 @@ impl<'a> Sim<'a> {
     fn check_damaged(&mut self) {
         if let Some((x, need)) = self.damaged {
             let node = &self.nodes[x];
-            let agreed = self.truth.chain.len() as u64;
-            if node.core.is_some() && !node.amnesic && agreed >= need {
+            let everywhere = self.nodes.iter().map(|n| n.chain.len()).min().unwrap_or(0);
+            if node.core.is_some() && !node.amnesic && everywhere as u64 >= need {
                 self.damaged = None;
             }
         }

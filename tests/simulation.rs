@@ -174,12 +174,31 @@ fn regression_chain_cut_without_amnesia() {
 /// LIVENESS, in paxos.rs: a recovered node whose vote floor is above its next depth never runs
 /// for leader (`follow_tick`: "it cannot lead it either"). If only it has queued transfers,
 /// no one leads, nothing is proposed and the floor is never passed: its acknowledged
-/// transfers never commit (seed 1730: node 2, floor 46, agreed depth 43; seed 2928).
+/// transfers never commit (seed 1730: node 2, floor 46, agreed depth 43; seed 2928; seed 4453
+/// with 5 nodes, floor 5, depth 0).
 /// The sweep passes such runs as known stalls (`tolerate_known_stalls`).
 #[test]
 #[ignore = "open bug: a recovered node below its vote floor never leads, nor wakes a leader"]
 fn regression_vote_floor_stall() {
-    for seed in [1730, 2928] {
+    for seed in [1730, 2928, 4453] {
+        let cfg = SimConfig {
+            tolerate_known_stalls: false,
+            ..SimConfig::for_seed(seed)
+        };
+        check_with(cfg, seed);
+    }
+}
+
+/// LIVENESS, in paxos.rs: `end_amnesia` moves the next sequence number past the highest one a
+/// peer reports having seen, but that transfer (whose `Queue` record was lost) need not ever
+/// commit: a leader's intake is not durable. Then the origin's next seq on the chain is below
+/// its whole queue, and nothing it queues can commit again. Seed 10530: 2.2's record is lost,
+/// node 0 reports seq 2, 2.2 never commits, and 2.3..2.9 wait behind it for ever (also 18357).
+/// The sweep passes such runs as known stalls (`tolerate_known_stalls`).
+#[test]
+#[ignore = "open bug: a sequence gap after amnesia blocks the origin's queue for ever"]
+fn regression_sequence_gap_after_amnesia() {
+    for seed in [10530, 18357] {
         let cfg = SimConfig {
             tolerate_known_stalls: false,
             ..SimConfig::for_seed(seed)
