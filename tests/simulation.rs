@@ -153,10 +153,11 @@ fn damage_is_exercised() {
 /// UNSAFE, in the shell: `Store::recover` restarts a node whose chain (but not wal.log) was
 /// damaged with `amnesic: false`. A committed block is the only record of this node's votes
 /// at its depth once the WAL is compacted (`after_commit` drops `accepted` up to the head), so
-/// cutting the chain forgets votes. In seed 588, depth 5 is chosen by nodes 1 and 2 (ballot
-/// 1.1); node 2 commits it and compacts its WAL to one record; damage cuts its chain to 4
-/// blocks; it restarts normally and, with node 1 down, it and node 0 (which never saw depth
-/// 5) form a quorum: node 2 chooses a different block at depth 5 (ballot 4.2). Fix:
+/// cutting the chain forgets votes. In seed 3682 node 0 has committed depths 25 and 26 and
+/// compacted its WAL; damage cuts its chain to 14 blocks (the WAL is intact), so it restarts
+/// normally. Node 2 (depth 24) leads, node 0 votes again at 25 and 26 with no memory of its
+/// votes there, and node 2 chooses a different block at depth 26. (Seed 588 showed the same
+/// with an earlier generator.) Fix:
 /// `wal_lost |= name == CHAIN` in `Store::recover`; the sweep models that fix
 /// (`chain_cut_amnesic: true`), so `BENMO_SEED` replays do not show this bug.
 #[test]
