@@ -9,7 +9,7 @@ use crate::cli::{self, Args};
 use crate::commands::{self, Parsed};
 use crate::config::{self, Config};
 use crate::ledger::NodeId;
-use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Timing};
+use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Record, Timing};
 use crate::storage::Store;
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -84,17 +84,22 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         ));
     }
     let dir = config::node_dir(&opts.data, id);
-    let amnesic = opts.recover && recover(&dir, &config, id)?;
-    let opened =
+    let votes_lost = opts.recover && recover(&dir, &config, id)?;
+    let mut opened =
         Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
+    if votes_lost {
+        // Durable before anything runs, so a crash during recovery cannot forget it.
+        let synced = opened
+            .store
+            .append(&Record::Amnesia)
+            .and_then(|()| opened.store.sync());
+        synced.map_err(|e| e.to_string())?;
+        opened.records.push(Record::Amnesia);
+    }
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let core = Core::recover(
-        params(&opts, &config, id, amnesic),
-        opened.ledger,
-        opened.records,
-    );
+    let core = Core::recover(params(&opts, &config, id), opened.ledger, opened.records);
     let mut store = opened.store;
     compact(&mut store, &core);
     let local_rx = spawn_local_inputs(stdin)?;
@@ -110,7 +115,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn params(opts: &NodeOptions, config: &Config, id: NodeId, amnesic: bool) -> Params {
+fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Params {
     Params {
         id,
         nodes: config.nodes(),
@@ -121,7 +126,6 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId, amnesic: bool) -> Par
         },
         verbose: opts.verbose,
         seed: rand::random(),
-        amnesic,
     }
 }
 
@@ -140,7 +144,7 @@ fn spawn_local_inputs(stdin: LineReader) -> Result<Receiver<Local>, String> {
 }
 
 /// `--recover`: moves damaged files aside, keeping their good records. Returns whether
-/// WAL records were lost, in which case the node must not vote until that is safe.
+/// records of its votes were lost, in which case it must not vote until that is safe.
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
         Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| e.to_string())?;
@@ -148,7 +152,7 @@ fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, S
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
     done.notes.iter().for_each(|n| eprintln!("note: {n}"));
-    Ok(done.wal_lost)
+    Ok(done.votes_lost)
 }
 
 fn banner(core: &Core, config: &Config, interactive: bool) {

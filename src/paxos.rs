@@ -144,7 +144,10 @@ pub enum Record {
     },
     /// A transfer this node queued from its own account.
     Queue(Transfer),
-    /// Never vote at this depth or below: set after WAL records were lost (see `Amnesia`).
+    /// Records of votes were lost (`benmo node --recover`): do not vote until peers have
+    /// answered (see `Amnesia`). Written before the node starts, so a crash meanwhile keeps it.
+    Amnesia,
+    /// The answers came: never vote at this depth or below. Ends an `Amnesia`.
     VoteFloor(u64),
 }
 
@@ -228,8 +231,6 @@ pub struct Params {
     pub verbose: bool,
     /// Seeds the node's private random number generator (election delays).
     pub seed: u64,
-    /// WAL records were lost (`--recover`): do not vote until peers have answered.
-    pub amnesic: bool,
 }
 
 /// Values an acceptor reports in a promise: (depth, ballot, value).
@@ -366,11 +367,7 @@ impl Core {
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
             catch_up: None,
-            amnesia: params.amnesic.then_some(Amnesia {
-                since: None,
-                asked_at: None,
-                replies: BTreeMap::new(),
-            }),
+            amnesia: None,
             vote_floor: 0,
             ledger,
         };
@@ -403,7 +400,17 @@ impl Core {
                     self.queue.insert(t.id.seq, t);
                 }
             }
-            Record::VoteFloor(depth) => self.vote_floor = self.vote_floor.max(depth),
+            Record::Amnesia => {
+                self.amnesia = Some(Amnesia {
+                    since: None,
+                    asked_at: None,
+                    replies: BTreeMap::new(),
+                })
+            }
+            Record::VoteFloor(depth) => {
+                self.vote_floor = self.vote_floor.max(depth);
+                self.amnesia = None;
+            }
         }
     }
 
@@ -420,6 +427,9 @@ impl Core {
         out.extend(self.queue.values().map(|t| Record::Queue(*t)));
         if self.vote_floor > self.ledger.depth {
             out.push(Record::VoteFloor(self.vote_floor));
+        }
+        if self.amnesia.is_some() {
+            out.push(Record::Amnesia);
         }
         out
     }
@@ -904,6 +914,8 @@ impl Core {
                 ));
             }
             self.unqueue(t.id.seq);
+            // After lost WAL records our own numbering may lag what others committed for us.
+            self.next_own_seq = self.next_own_seq.max(t.id.seq + 1);
             lines.push(format!("committed {t} depth {depth}"));
         }
         if let Role::Leader(l) = &mut self.role {
@@ -974,7 +986,9 @@ impl Core {
             .map(|(&d, (b, v))| (d, *b, v.clone()))
             .collect();
         let mut promises = BTreeMap::new();
-        promises.insert(self.id, (self.ledger.depth, mine));
+        if self.may_vote(self.ledger.depth + 1) {
+            promises.insert(self.id, (self.ledger.depth, mine)); // else the others must suffice
+        }
         self.role = Role::Candidate(Candidacy {
             ballot,
             promises,
@@ -1096,6 +1110,10 @@ impl Core {
 
     /// Phase 2 for the leader's next depth: accept the value ourselves, then ask everyone.
     fn propose(&mut self, value: Proposal, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let votes = self.may_vote(l.next_depth);
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -1108,7 +1126,7 @@ impl Core {
         );
         l.next_depth += 1;
         let mut acks = vec![false; self.n];
-        acks[self.id] = true;
+        acks[self.id] = votes; // below its vote floor a leader still leads but does not vote
         l.inflight.insert(
             depth,
             Slot {
@@ -1225,19 +1243,11 @@ impl Core {
             .ledger
             .depth
             .max(self.accepted.keys().next_back().copied().unwrap_or(0));
-        let mut seq = self.ledger.next_seq[from] - 1;
-        let mut see = |t: &Transfer| {
-            if t.debit() == from {
-                seq = seq.max(t.id.seq);
-            }
-        };
-        self.accepted
-            .values()
-            .flat_map(|(_, v)| &v.transfers)
-            .for_each(&mut see);
+        // Committed numbers only: numbering past one that never commits would leave a gap
+        // that blocks the whole queue. One that does commit later is reported then.
+        let seq = self.ledger.next_seq[from] - 1;
         if let Role::Leader(l) = &self.role {
             top = top.max(l.next_depth - 1);
-            l.intake[from].values().for_each(see);
         }
         let promised = self.promised;
         self.send(vec![from], Message::ProbeReply { promised, top, seq }, out);
@@ -1279,7 +1289,10 @@ impl Core {
         let seq = a.replies.values().map(|r| r.2).max().unwrap_or(0);
         self.promised = self.promised.max(promised);
         self.highest_seen = self.highest_seen.max(self.promised);
-        self.vote_floor = self.vote_floor.max(top + self.timing.window as u64);
+        if !a.replies.is_empty() {
+            // A lone node (n = 1) needs no floor: no one else could have counted on it.
+            self.vote_floor = self.vote_floor.max(top + self.timing.window as u64);
+        }
         self.next_own_seq = self.next_own_seq.max(seq.saturating_add(1));
         out.push(Action::Persist(Record::Promise(self.promised)));
         out.push(Action::Persist(Record::VoteFloor(self.vote_floor)));
@@ -1399,8 +1412,8 @@ impl Core {
         if self.leader_alive() {
             return self.forward(out);
         }
-        if !self.may_vote(self.ledger.depth + 1) {
-            return; // it may not vote on its own next depth, so it cannot lead it either
+        if self.amnesia.is_some() {
+            return; // it must learn its peers' ballots before it picks one of its own
         }
         match self.election_at {
             None => {

@@ -44,15 +44,6 @@ pub struct SimConfig {
     pub settle_ms: u64,
     /// Print every batch and action to stderr (for replaying a failing seed).
     pub trace: bool,
-    /// Whether a node whose chain (only) was cut by damage restarts amnesic. `Store::recover`
-    /// says no (only a damaged wal.log sets `wal_lost`), but that is unsafe: a committed block
-    /// is the only record of the votes at its depth once the log is compacted, so losing it
-    /// loses votes (see `regression_chain_cut_without_amnesia` in tests/simulation.rs).
-    pub chain_cut_amnesic: bool,
-    /// Whether to pass a run that, after damage, ends in one of the two known stalls of
-    /// `paxos.rs` (see `Sim::known_stall`) instead of converging. Safety is checked in full
-    /// either way; the `#[ignore]`d regressions in tests/simulation.rs turn this off.
-    pub tolerate_known_stalls: bool,
 }
 
 impl SimConfig {
@@ -62,8 +53,6 @@ impl SimConfig {
             fault_ms: 5_000,
             settle_ms: 30_000,
             trace: false,
-            chain_cut_amnesic: true,
-            tolerate_known_stalls: true,
         }
     }
 }
@@ -87,8 +76,6 @@ pub struct Stats {
     pub indeterminate: u64,
     /// Transfers queued after a loss whose id an older, lost transfer took.
     pub lost_ids: u64,
-    /// Runs that ended in a known stall after damage (see `Sim::known_stall`), and why.
-    pub stalled: Option<String>,
     pub queued: u64,
     pub rejected: u64,
     /// Transfers on the final chain, and its depth.
@@ -346,14 +333,6 @@ impl<'a> Sim<'a> {
         let deadline = calm_at + self.cfg.settle_ms;
         while !self.converged() {
             if self.now >= deadline {
-                if let Some(why) = self
-                    .known_stall()
-                    .filter(|_| self.cfg.tolerate_known_stalls)
-                {
-                    self.trace(|| format!("known stall: {why}"));
-                    self.stats.stalled = Some(why);
-                    break;
-                }
                 return Err(format!(
                     "no convergence after faults stopped: {}",
                     self.describe()
@@ -486,7 +465,6 @@ impl<'a> Sim<'a> {
             timing: self.timing.clone(),
             verbose: self.cfg.trace,
             seed: self.rng.next_u64(),
-            amnesic: self.nodes[x].amnesic,
         };
         let node = &mut self.nodes[x];
         let core = Core::recover(params, node.disk.clone(), node.records.clone());
@@ -867,7 +845,7 @@ impl<'a> Sim<'a> {
 
     /// A crash that damaged the disk, repaired as `Store::recover` does: the WAL and/or the
     /// chain are cut to a good prefix (possibly empty). Lost WAL records make the node restart
-    /// amnesic; a cut chain alone does so only with `chain_cut_amnesic`.
+    /// amnesic: so does a cut chain, the only record of its votes once the WAL is compacted.
     fn damage(&mut self, x: NodeId) {
         let (cut_wal, cut_chain) = match self.harm.below(3) {
             0 => (true, false),
@@ -906,7 +884,9 @@ impl<'a> Sim<'a> {
             }
             self.stats.chain_damaged += 1;
         }
-        if !lost.is_empty() || self.cfg.chain_cut_amnesic {
+        {
+            // As `benmo node --recover` does: durable before the node starts.
+            node.records.push(Record::Amnesia);
             node.amnesic = true;
         }
         if !lost.is_empty() {
@@ -946,69 +926,6 @@ impl<'a> Sim<'a> {
                 self.damaged = None;
             }
         }
-    }
-
-    /// Two stalls of `paxos.rs` after lost WAL records, recognised narrowly, so that the seed
-    /// sweep can include damage while they are open (safety is still checked in full):
-    ///
-    /// - "floor": a recovered node whose vote floor is above its next depth never runs for
-    ///   leader ("it cannot lead it either"), so if only it has queued transfers and no one
-    ///   leads, nothing is ever proposed and the floor is never passed;
-    /// - "gap": `end_amnesia` moves the next sequence number past the highest one a peer has
-    ///   seen, but that transfer (its `Queue` record lost) may never commit; then the node's
-    ///   next seq on the chain is below its whole queue, which can never commit.
-    fn known_stall(&self) -> Option<String> {
-        let depth = self.truth.chain.len();
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.chain.len() != depth || n.core.is_none())
-        {
-            return None;
-        }
-        let queue = |x: NodeId| {
-            self.nodes[x]
-                .core
-                .as_ref()
-                .map(|c| c.queue().collect::<Vec<_>>())
-        };
-        let mut why = Vec::new();
-        for x in 0..self.cfg.nodes {
-            let q = queue(x).unwrap_or_default();
-            let Some(first) = q.first() else { continue };
-            let next = self.truth.next_seq[x];
-            if first.id.seq > next {
-                why.push(format!(
-                    "gap: node {x} queues {} but the chain is at {x}.{next}",
-                    first.id
-                ));
-            } else if self.nodes[x].floor > depth as u64
-                && self
-                    .nodes
-                    .iter()
-                    .all(|n| n.core.as_ref().is_some_and(|c| c.known_leader().is_none()))
-                && (0..self.cfg.nodes).all(|y| y == x || queue(y).is_some_and(|q| q.is_empty()))
-            {
-                why.push(format!(
-                    "floor: only node {x} has transfers, and may not vote until above depth {}",
-                    self.nodes[x].floor
-                ));
-            } else {
-                return None;
-            }
-        }
-        // Every acknowledged transfer still owed sits in a stalled queue.
-        let stalled = |id: &TxId| queue(id.node).is_some_and(|q| q.iter().any(|t| t.id == *id));
-        if why.is_empty()
-            || !self
-                .acked
-                .iter()
-                .filter(|id| !self.truth.txs.contains(id))
-                .all(stalled)
-        {
-            return None;
-        }
-        Some(why.join("; "))
     }
 
     fn converged(&self) -> bool {

@@ -125,7 +125,8 @@ pub struct Recovery {
     pub moved: Vec<PathBuf>,
     /// One line per file moved aside, for the node to log.
     pub notes: Vec<String>,
-    pub wal_lost: bool,
+    /// Records of this node's votes were lost (see `Store::recover`).
+    pub votes_lost: bool,
 }
 
 /// One append-only file: the handle, its durable length and the records not yet written.
@@ -388,9 +389,10 @@ impl Store {
 
     /// For `benmo node --recover`. Each damaged file is moved aside whole (to
     /// `*.damaged-<unix-secs>`, never deleted) and replaced by its good records before the
-    /// damage: the rest of the chain comes back from peers, hash-checked. `wal_lost` says
-    /// that WAL records after the damage (promises, accepted values, queued transfers) are
-    /// gone, which the protocol must then make safe.
+    /// damage: the rest of the chain comes back from peers, hash-checked. `votes_lost` says
+    /// that records of this node's votes are gone, which the protocol must then make safe:
+    /// WAL records (promises, accepted values, queued transfers), or blocks, which once the
+    /// WAL is compacted are the only record of the votes that decided them.
     pub fn recover(
         dir: &Path,
         nodes: usize,
@@ -424,7 +426,7 @@ impl Store {
                 .and_then(|()| File::open(&file)?.sync_all())
                 .map_err(io_err(&file))?;
             sync_dir(dir)?;
-            recovery.wal_lost |= name == WAL;
+            recovery.votes_lost = true; // either file: see above
             recovery.notes.push(format!(
                 "moved damaged {} aside to {} and kept its {offset} good bytes ({reason})",
                 file.display(),
@@ -1207,13 +1209,13 @@ mod tests {
     fn recover_moves_damage_aside_and_keeps_the_good_prefix() {
         let (_tmp, dir) = fresh(&chain(3), &records());
         let intact = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
-        assert!(intact.moved.is_empty() && !intact.wal_lost);
+        assert!(intact.moved.is_empty() && !intact.votes_lost);
         let second = offsets(&chain(3))[1];
         flip(&dir.join(CHAIN), second + HEADER as u64 + 3, 0x01);
         let damaged = read(&dir).0;
         let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
         assert_eq!(done.moved.len(), 1);
-        assert!(!done.wal_lost);
+        assert!(done.votes_lost, "blocks record votes too");
         assert_eq!(
             fs::read(&done.moved[0]).unwrap(),
             damaged,

@@ -158,7 +158,10 @@ fn expect_message(rx: &Receiver<Event>, want: &Envelope, allowed: &[Envelope]) {
             Ok(Event::Message { from, env }) => {
                 // Node 2 is the attacker's id: a mutation that left its frames intact
                 // gets them delivered, MAC and all, which is right.
-                assert!(from == 1 || from == 2, "a message from an id we never authenticated");
+                assert!(
+                    from == 1 || from == 2,
+                    "a message from an id we never authenticated"
+                );
                 if from == 1 && env == *want {
                     return;
                 }
@@ -263,7 +266,6 @@ fn core() -> Core {
         timing: Timing::default(),
         verbose: true,
         seed: 7,
-        amnesic: false,
     };
     let mut ledger = Ledger::new(NODES, BALANCE);
     ledger.apply(&chain(1)[0]).unwrap();

@@ -47,11 +47,10 @@ struct Summary {
     recovered: u64,
     indeterminate: u64,
     lost_ids: u64,
-    stalled: Vec<u64>,
 }
 
 impl Summary {
-    fn add(&mut self, seed: u64, s: &Stats) {
+    fn add(&mut self, s: &Stats) {
         self.seeds += 1;
         self.crashes += s.crashes;
         self.damaged_seeds += (s.wal_damaged + s.chain_damaged > 0) as u64;
@@ -60,9 +59,6 @@ impl Summary {
         self.recovered += s.recovered;
         self.indeterminate += s.indeterminate;
         self.lost_ids += s.lost_ids;
-        if s.stalled.is_some() {
-            self.stalled.push(seed);
-        }
     }
 }
 
@@ -75,7 +71,7 @@ fn chunk(k: u64) {
     let total = env_u64("BENMO_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let mut summary = Summary::default();
     for seed in (first + k..first + total).step_by(CHUNKS as usize) {
-        summary.add(seed, &check(seed, false));
+        summary.add(&check(seed, false));
     }
     eprintln!("chunk {k}: {summary:?}");
 }
@@ -140,7 +136,7 @@ fn regression_decided_above_a_gap_never_fetched() {
 fn damage_is_exercised() {
     let mut summary = Summary::default();
     for seed in 0..200 {
-        summary.add(seed, &check(seed, false));
+        summary.add(&check(seed, false));
     }
     assert!(summary.damaged_seeds >= 40, "{summary:?}");
     assert!(
@@ -150,60 +146,37 @@ fn damage_is_exercised() {
     assert!(summary.chain_damaged > 0, "{summary:?}");
 }
 
-/// UNSAFE, in the shell: `Store::recover` restarts a node whose chain (but not wal.log) was
-/// damaged with `amnesic: false`. A committed block is the only record of this node's votes
-/// at its depth once the WAL is compacted (`after_commit` drops `accepted` up to the head), so
-/// cutting the chain forgets votes. In seed 3682 node 0 has committed depths 25 and 26 and
-/// compacted its WAL; damage cuts its chain to 14 blocks (the WAL is intact), so it restarts
-/// normally. Node 2 (depth 24) leads, node 0 votes again at 25 and 26 with no memory of its
-/// votes there, and node 2 chooses a different block at depth 26. (Seed 588 showed the same
-/// with an earlier generator.) Fix:
-/// `wal_lost |= name == CHAIN` in `Store::recover`; the sweep models that fix
-/// (`chain_cut_amnesic: true`), so `BENMO_SEED` replays do not show this bug.
+/// Was unsafe: `Store::recover` restarted a node whose chain (but not wal.log) was damaged
+/// as if nothing was lost. A committed block is the only record of this node's votes at its
+/// depth once the WAL is compacted, so cutting the chain forgot votes: in seed 3682 node 0
+/// had committed depths 25 and 26 and compacted its WAL, damage cut its chain to 14 blocks,
+/// it voted again at 25 and 26 with no memory of its votes there, and node 2 chose a
+/// different block at depth 26 (also seed 588). Now any damage makes the node amnesic.
 #[test]
-#[ignore = "open bug: a cut chain restarts without amnesia (storage.rs Store::recover)"]
-fn regression_chain_cut_without_amnesia() {
+fn regression_chain_cut_forgets_votes() {
     for seed in [588, 3682] {
-        let cfg = SimConfig {
-            chain_cut_amnesic: false,
-            ..SimConfig::for_seed(seed)
-        };
-        check_with(cfg, seed);
+        check(seed, false);
     }
 }
 
-/// LIVENESS, in paxos.rs: a recovered node whose vote floor is above its next depth never runs
-/// for leader (`follow_tick`: "it cannot lead it either"). If only it has queued transfers,
-/// no one leads, nothing is proposed and the floor is never passed: its acknowledged
-/// transfers never commit (seed 1730: node 2, floor 46, agreed depth 43; seed 2928; seed 4453
-/// with 5 nodes, floor 5, depth 0).
-/// The sweep passes such runs as known stalls (`tolerate_known_stalls`).
+/// Was a stall: a recovered node whose vote floor was above its next depth never ran for
+/// leader; if only it had queued transfers, nothing was ever proposed and the floor never
+/// passed (seed 1730: node 2, floor 46, depth 43; 2928; 4453 with 5 nodes, floor 5, depth 0).
+/// Now it leads without voting below its floor.
 #[test]
-#[ignore = "open bug: a recovered node below its vote floor never leads, nor wakes a leader"]
 fn regression_vote_floor_stall() {
     for seed in [1730, 2928, 4453] {
-        let cfg = SimConfig {
-            tolerate_known_stalls: false,
-            ..SimConfig::for_seed(seed)
-        };
-        check_with(cfg, seed);
+        check(seed, false);
     }
 }
 
-/// LIVENESS, in paxos.rs: `end_amnesia` moves the next sequence number past the highest one a
-/// peer reports having seen, but that transfer (whose `Queue` record was lost) need not ever
-/// commit: a leader's intake is not durable. Then the origin's next seq on the chain is below
-/// its whole queue, and nothing it queues can commit again. Seed 10530: 2.2's record is lost,
-/// node 0 reports seq 2, 2.2 never commits, and 2.3..2.9 wait behind it for ever (also 18357).
-/// The sweep passes such runs as known stalls (`tolerate_known_stalls`).
+/// Was a stall: `end_amnesia` moved the next sequence number past the highest one a peer had
+/// seen, but that transfer (its `Queue` record lost) need not ever commit, so the origin's
+/// queue waited behind a gap for ever (seed 10530: 2.2 lost, 2.3..2.9 stuck; also 18357).
+/// Now it numbers past committed transfers only, and catches up its numbering on commit.
 #[test]
-#[ignore = "open bug: a sequence gap after amnesia blocks the origin's queue for ever"]
 fn regression_sequence_gap_after_amnesia() {
     for seed in [10530, 18357] {
-        let cfg = SimConfig {
-            tolerate_known_stalls: false,
-            ..SimConfig::for_seed(seed)
-        };
-        check_with(cfg, seed);
+        check(seed, false);
     }
 }

@@ -41,7 +41,6 @@ fn params(id: NodeId, nodes: usize) -> Params {
         timing: Timing::default(),
         verbose: false,
         seed: 7 + id as u64,
-        amnesic: false,
     }
 }
 
@@ -618,10 +617,8 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
     c.crash(2);
     c.disks[2].records.clear(); // the WAL is gone: promises and accepted values forgotten
     c.restart(2);
-    let mut p = params(2, 3);
-    p.amnesic = true;
     let ledger = c.core(2).ledger().clone();
-    c.cores[2] = Some(Core::recover(p, ledger, []));
+    c.cores[2] = Some(Core::recover(params(2, 3), ledger, [Record::Amnesia]));
     // Silent at first: no promise, no accepted, no transfers of its own.
     let prepare = msg(
         1,
@@ -690,9 +687,8 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
 fn the_others_keep_committing_while_a_node_recovers_lost_records() {
     let mut c = with_leader(3, 0);
     c.crash(2);
-    let mut p = params(2, 3);
-    p.amnesic = true;
-    c.cores[2] = Some(Core::recover(p, Ledger::new(3, BALANCE), []));
+    let fresh = Ledger::new(3, BALANCE);
+    c.cores[2] = Some(Core::recover(params(2, 3), fresh, [Record::Amnesia]));
     for k in 0..12 {
         c.transfer(k % 2, 2, 1);
         c.run(300);
