@@ -72,8 +72,9 @@ pub enum Message {
     CatchUp { from: u64 },
     /// Committed blocks, in order.
     Blocks { blocks: Vec<Block> },
-    /// From a node recovering lost WAL records: what do you know? (see `Amnesia`)
-    Probe,
+    /// From a node recovering lost records: what do you know? (see `Amnesia`) Once it knows
+    /// its vote floor it sends that too, asking a leader to carry the chain past it.
+    Probe { floor: u64 },
     /// The answer: our promise, the highest depth we know of (chain, accepted or proposed),
     /// and the highest sequence number of the prober's own transfers that we have seen.
     ProbeReply {
@@ -99,7 +100,7 @@ impl Envelope {
             ids.extend(ts.iter().flat_map(|t| [t.debit(), t.credit]))
         };
         match &self.msg {
-            Message::Hello | Message::CatchUp { .. } | Message::Probe => {}
+            Message::Hello | Message::CatchUp { .. } | Message::Probe { .. } => {}
             Message::Prepare { ballot, .. }
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
@@ -269,6 +270,9 @@ struct Leadership {
     /// Transfers offered by each origin, by sequence number, not yet proposed.
     intake: Vec<BTreeMap<u64, Transfer>>,
     last_heartbeat: u64,
+    /// Propose empty blocks, if nothing else, up to this depth: the vote floor of a
+    /// recovering node, which takes no transfers until the chain has passed it.
+    fill_to: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -323,6 +327,8 @@ pub struct Core {
     // Recovery from lost WAL records.
     amnesia: Option<Amnesia>,
     vote_floor: u64,
+    reminded_at: u64,
+    hello_at: u64,
 }
 
 fn rand_next(state: &mut u64) -> u64 {
@@ -368,6 +374,8 @@ impl Core {
             peer_depth: vec![0; params.nodes],
             catch_up: None,
             amnesia: None,
+            reminded_at: 0,
+            hello_at: 0,
             vote_floor: 0,
             ledger,
         };
@@ -448,6 +456,11 @@ impl Core {
 
     pub fn promised(&self) -> Ballot {
         self.promised
+    }
+
+    /// Whether this node is still recovering lost records, and so refuses transfers.
+    pub fn recovering(&self) -> bool {
+        self.amnesia.is_some() || self.ledger.depth < self.vote_floor
     }
 
     pub fn is_leader(&self) -> bool {
@@ -565,8 +578,10 @@ impl Core {
 
     fn on_transfer(&mut self, debit: NodeId, credit: NodeId, amount: u64, out: &mut Vec<Action>) {
         let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
-        let problem = if self.amnesia.is_some() {
-            Some("recovering lost state: transfers resume once peers have answered".to_string())
+        let problem = if self.recovering() {
+            // Lost records may have held debits of ours that commit up to the vote floor:
+            // only a chain past it shows what this account can still afford.
+            Some("recovering lost state: transfers resume once this node has caught up".to_string())
         } else if debit >= self.n || credit >= self.n {
             Some(format!(
                 "unknown node {} (nodes are 0..{})",
@@ -703,7 +718,7 @@ impl Core {
                 from: depth,
             }),
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
-            Message::Probe => self.on_probe(from, out),
+            Message::Probe { floor } => self.on_probe(from, floor, out),
             Message::ProbeReply { promised, top, seq } => {
                 self.on_probe_reply(from, (promised, top, seq), out)
             }
@@ -824,32 +839,32 @@ impl Core {
             let promised = self.promised;
             return self.send(vec![from], Message::Reject { ballot, promised }, out);
         }
-        if depth > self.ledger.depth && !self.may_vote(depth) {
+        if depth <= self.ledger.depth {
+            // Decided here already. Voting again could count for a stale ballot with another
+            // value (we may never have promised the ballot that decided it): say our depth
+            // instead, and the sender fetches the block.
+            return self.send(vec![from], Message::Hello, out);
+        }
+        if !self.may_vote(depth) {
             return self.log(out, || {
                 format!("not voting at depth {depth}: recovering lost state")
             });
         }
         self.follow(ballot, out);
-        let raised = ballot > self.promised;
         self.promised = ballot;
-        if depth > self.ledger.depth {
-            self.log(out, || {
-                format!(
-                    "accept depth {depth} ballot {ballot} ({} transfers)",
-                    value.transfers.len()
-                )
-            });
-            let record = Record::Accept {
-                depth,
-                ballot,
-                value: value.clone(),
-            };
-            self.accepted.insert(depth, (ballot, value));
-            out.push(Action::Persist(record));
-        } else if raised {
-            // Already decided here, so by Paxos this is the chosen value; keep only the promise.
-            out.push(Action::Persist(Record::Promise(ballot)));
-        }
+        self.log(out, || {
+            format!(
+                "accept depth {depth} ballot {ballot} ({} transfers)",
+                value.transfers.len()
+            )
+        });
+        let record = Record::Accept {
+            depth,
+            ballot,
+            value: value.clone(),
+        };
+        self.accepted.insert(depth, (ballot, value));
+        out.push(Action::Persist(record));
         self.send(vec![from], Message::Accepted { ballot, depth }, out);
     }
 
@@ -888,6 +903,7 @@ impl Core {
     /// Seals and commits every decided value that now sits directly on the chain.
     fn apply_decided(&mut self, out: &mut Vec<Action>) {
         while let Some(value) = self.decided.remove(&(self.ledger.depth + 1)) {
+            self.settle_slot(self.ledger.depth + 1, &value, out);
             let block = self.ledger.seal(value.proposer, &value.transfers);
             let applied = self.ledger.apply(&block);
             assert!(
@@ -895,6 +911,21 @@ impl Core {
                 "a block sealed on our own ledger must apply: {applied:?}"
             );
             self.after_commit(block, out);
+        }
+    }
+
+    /// A leader may learn a depth it has in flight from someone else's decision (one it
+    /// re-proposed on election). The slot is done; if the value differs, so is its plan.
+    fn settle_slot(&mut self, depth: u64, value: &Proposal, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let differs = l
+            .inflight
+            .remove(&depth)
+            .is_some_and(|slot| slot.value != *value);
+        if differs {
+            self.step_down(self.highest_seen, out);
         }
     }
 
@@ -932,6 +963,9 @@ impl Core {
         });
         out.push(Action::Commit(block));
         out.extend(lines.into_iter().map(Action::Print));
+        if self.vote_floor > 0 && depth == self.vote_floor {
+            Self::caught_up(depth, out);
+        }
         if self.queue.is_empty() {
             self.election_at = None;
         } else if committed_own && self.forwarded_at.is_some() {
@@ -1086,6 +1120,7 @@ impl Core {
             projected: self.ledger.clone(),
             intake,
             last_heartbeat: self.now,
+            fill_to: self.vote_floor,
         });
         self.leader = Some(ballot);
         self.election_at = None;
@@ -1201,6 +1236,14 @@ impl Core {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        // An offer that starts at the origin's next number is its whole window: it replaces
+        // anything older, such as transfers the origin lost with a damaged log.
+        if transfers
+            .first()
+            .is_some_and(|t| t.id.seq == l.projected.next_seq[from])
+        {
+            l.intake[from].clear();
+        }
         // A node may only offer transfers from its own account.
         for t in transfers.into_iter().filter(|t| t.debit() == from) {
             if t.id.seq >= l.projected.next_seq[from] {
@@ -1236,9 +1279,32 @@ impl Core {
         }
     }
 
+    /// Asks the leader, now and then, to carry the chain past our vote floor.
+    fn remind_leader(&mut self, out: &mut Vec<Action>) {
+        let Some(leader) = self.leader.map(|b| b.node) else {
+            return;
+        };
+        if self.now >= self.reminded_at + self.timing.resend {
+            self.reminded_at = self.now;
+            let floor = self.vote_floor;
+            self.send(vec![leader], Message::Probe { floor }, out);
+        }
+    }
+
+    /// Every leader timeout, a node that is not leading tells its peers its depth. With no
+    /// leader there is no other traffic, and a lagging node must still learn it is behind.
+    fn say_hello(&mut self, out: &mut Vec<Action>) {
+        if self.now >= self.hello_at {
+            self.hello_at = self.now + self.timing.leader_timeout;
+            if !self.is_leader() {
+                self.broadcast(Message::Hello, out);
+            }
+        }
+    }
+
     // ----- recovery from lost WAL records -----
 
-    fn on_probe(&mut self, from: NodeId, out: &mut Vec<Action>) {
+    fn on_probe(&mut self, from: NodeId, floor: u64, out: &mut Vec<Action>) {
         let mut top = self
             .ledger
             .depth
@@ -1246,8 +1312,9 @@ impl Core {
         // Committed numbers only: numbering past one that never commits would leave a gap
         // that blocks the whole queue. One that does commit later is reported then.
         let seq = self.ledger.next_seq[from] - 1;
-        if let Role::Leader(l) = &self.role {
+        if let Role::Leader(l) = &mut self.role {
             top = top.max(l.next_depth - 1);
+            l.fill_to = l.fill_to.max(floor);
         }
         let promised = self.promised;
         self.send(vec![from], Message::ProbeReply { promised, top, seq }, out);
@@ -1279,7 +1346,7 @@ impl Core {
         self.log(out, || {
             "recovering lost state: asking peers what they know".to_string()
         });
-        self.broadcast(Message::Probe, out);
+        self.broadcast(Message::Probe { floor: 0 }, out);
     }
 
     fn end_amnesia(&mut self, out: &mut Vec<Action>) {
@@ -1300,12 +1367,21 @@ impl Core {
             "recovered: promised {}, voting again above depth {}",
             self.promised, self.vote_floor
         )));
+        if self.ledger.depth >= self.vote_floor {
+            Self::caught_up(self.ledger.depth, out);
+        }
+    }
+
+    fn caught_up(depth: u64, out: &mut Vec<Action>) {
+        let line = format!("caught up: transfers resume at depth {depth}");
+        out.push(Action::Print(line));
     }
 
     // ----- time -----
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         self.probe(out);
+        self.say_hello(out);
         if self
             .catch_up
             .is_some_and(|(_, deadline)| self.now >= deadline)
@@ -1349,7 +1425,7 @@ impl Core {
                 return;
             }
             let transfers = Self::next_batch(l, max_batch);
-            if transfers.is_empty() {
+            if transfers.is_empty() && l.next_depth > l.fill_to {
                 return;
             }
             self.propose(
@@ -1405,11 +1481,16 @@ impl Core {
     }
 
     fn follow_tick(&mut self, out: &mut Vec<Action>) {
-        if self.queue.is_empty() {
+        // Below its vote floor a node needs the chain to grow, transfers or not.
+        let below_floor = self.amnesia.is_none() && self.ledger.depth < self.vote_floor;
+        if self.queue.is_empty() && !below_floor {
             self.election_at = None;
             return;
         }
         if self.leader_alive() {
+            if below_floor {
+                self.remind_leader(out);
+            }
             return self.forward(out);
         }
         if self.amnesia.is_some() {

@@ -467,6 +467,12 @@ impl<'a> Sim<'a> {
             seed: self.rng.next_u64(),
         };
         let node = &mut self.nodes[x];
+        // Recovering or not is what the durable records say, whatever was printed.
+        node.amnesic = node.records.iter().rev().find_map(|r| match r {
+            Record::Amnesia => Some(true),
+            Record::VoteFloor(_) => Some(false),
+            _ => None,
+        }) == Some(true);
         let core = Core::recover(params, node.disk.clone(), node.records.clone());
         assert_eq!(
             core.ledger(),
@@ -720,8 +726,10 @@ impl<'a> Sim<'a> {
             return self.read_only(x, cmd);
         }
         let cmd = self.random_transfer(x);
-        let ok =
-            !self.nodes[x].amnesic && self.nodes[x].core.as_ref().is_some_and(|c| valid(c, &cmd));
+        let ok = self.nodes[x]
+            .core
+            .as_ref()
+            .is_some_and(|c| !c.recovering() && valid(c, &cmd));
         let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
@@ -944,10 +952,12 @@ impl<'a> Sim<'a> {
         for (x, node) in self.nodes.iter().enumerate() {
             let core = node.core.as_ref();
             text += &format!(
-                "; node {x}: depth {}, queue {:?}, leader {:?}",
+                "; node {x}: depth {}, queue {:?}, leader {:?}, next_seq {:?}, balances {:?}",
                 node.chain.len(),
-                core.map(|c| c.queue().map(|t| t.id.to_string()).collect::<Vec<_>>()),
+                core.map(|c| c.queue().map(|t| t.to_string()).collect::<Vec<_>>()),
                 core.and_then(|c| c.known_leader()),
+                core.map(|c| c.ledger().next_seq.clone()),
+                core.map(|c| c.ledger().balances.clone()),
             );
         }
         let lost: Vec<String> = self

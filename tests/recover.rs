@@ -80,8 +80,15 @@ fn recover_after_damage(file: &str) {
     // Either file may have held records of its votes: it votes and transfers again only
     // once its peers have answered.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let line = c.node(2).wait_for(deadline, |l| l.starts_with("recovered: "));
+    let line = c
+        .node(2)
+        .wait_for(deadline, |l| l.starts_with("recovered: "));
     assert!(line.is_some_and(|l| l.contains("voting again above depth")));
+    // A leader carries the chain past its vote floor, with empty blocks if need be.
+    let line = c
+        .node(2)
+        .wait_for(deadline, |l| l.starts_with("caught up: "));
+    assert!(line.is_some_and(|l| l.contains("transfers resume")));
     commit_some(&mut c, 2, 1);
     let status = c.converge(Duration::from_secs(30)).unwrap();
     assert_eq!(status.transfers, 6);

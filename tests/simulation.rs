@@ -16,7 +16,7 @@ const DEFAULT_SEEDS: u64 = 4_000;
 const CHUNKS: u64 = 4;
 
 fn replay_hint(seed: u64) -> String {
-    format!("replay with: BENMO_SEED={seed} cargo test --test simulation replay 2>trace.txt")
+    format!("replay with: BENMO_SEED={seed} cargo test --release --test simulation replay -- --nocapture 2>trace.txt")
 }
 
 fn check(seed: u64, trace: bool) -> Stats {
@@ -179,4 +179,38 @@ fn regression_sequence_gap_after_amnesia() {
     for seed in [10530, 18357] {
         check(seed, false);
     }
+}
+
+/// Were stalls and a false alarm, found by a 100,000-seed soak of the damage fault:
+/// - 29248, 55987: a recovered node queued transfers while its chain still lagged, so it
+///   did not yet see debits of its own that committed elsewhere; the transfers overdrew,
+///   were left out of every block, and blocked its queue. It now refuses transfers until
+///   its chain has passed its vote floor.
+/// - 34242: the simulator took a lost `recovered:` line (crash mid-batch) for a node still
+///   recovering; whether it is recovering is now read from the durable records.
+/// - 66281: a lagging node in an idle cluster with no leader never heard that it was behind;
+///   every node now says hello once per leader timeout.
+#[test]
+fn regression_recovered_node_overdraws_and_idle_lag() {
+    for seed in [29248, 34242, 55987, 66281] {
+        check(seed, false);
+    }
+}
+
+/// Was unsafe: an acceptor answered an accept for a depth already on its chain, on the
+/// grounds that Paxos makes any later proposal there the chosen value. That holds for higher
+/// ballots, not for a stale lower one, and a node recovering lost records may have forgotten
+/// the promise that should have refused it: in seed 123600 such a node counted for an old
+/// leader's value at depth 5, already decided otherwise. It now only says its depth.
+#[test]
+fn regression_no_vote_at_decided_depths() {
+    check(123600, false);
+}
+
+/// Was a stall (seed 66636): a new leader re-proposed depths that it then learned were
+/// decided from earlier Decides; their slots stayed in flight for ever, filled a small
+/// window, and nothing more was proposed. A decided depth now settles its slot.
+#[test]
+fn regression_decided_depths_leave_the_window() {
+    check(66636, false);
 }

@@ -710,6 +710,7 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         projected: Ledger::new(3, BALANCE),
         intake: vec![BTreeMap::new(); 3],
         last_heartbeat: 0,
+        fill_to: 0,
     };
     l.intake[1].extend((1..=10).map(|seq| (seq, tx(1, seq, 0, 1))));
     l.intake[2].extend((1..=2).map(|seq| (seq, tx(2, seq, 0, 1))));
