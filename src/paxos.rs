@@ -577,34 +577,7 @@ impl Core {
     }
 
     fn on_transfer(&mut self, debit: NodeId, credit: NodeId, amount: u64, out: &mut Vec<Action>) {
-        let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
-        let problem = if self.recovering() {
-            // Lost records may have held debits of ours that commit up to the vote floor:
-            // only a chain past it shows what this account can still afford.
-            Some("recovering lost state: transfers resume once this node has caught up".to_string())
-        } else if debit >= self.n || credit >= self.n {
-            Some(format!(
-                "unknown node {} (nodes are 0..{})",
-                debit.max(credit),
-                self.n - 1
-            ))
-        } else if debit != self.id {
-            Some(format!(
-                "node {} can only transfer from its own account {}",
-                self.id, self.id
-            ))
-        } else if debit == credit {
-            Some("debit and credit are the same account".to_string())
-        } else if amount == 0 {
-            Some("amount must be a positive integer".to_string())
-        } else if amount > available {
-            Some(format!(
-                "insufficient funds: {amount} requested, {available} available"
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Err(problem) = self.check_transfer(debit, credit, amount) {
             return Self::error(out, problem);
         }
         let t = Transfer {
@@ -620,6 +593,43 @@ impl Core {
         self.queued_total += t.amount;
         out.push(Action::Persist(Record::Queue(t)));
         out.push(Action::Print(format!("queued {t}")));
+    }
+
+    /// Why this node may not queue the transfer, if it may not.
+    fn check_transfer(&self, debit: NodeId, credit: NodeId, amount: u64) -> Result<(), String> {
+        let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
+        if self.recovering() {
+            // Lost records may have held debits of ours that commit up to the vote floor:
+            // only a chain past it shows what this account can still afford.
+            return Err(
+                "recovering lost state: transfers resume once this node has caught up".into(),
+            );
+        }
+        if debit >= self.n || credit >= self.n {
+            let last = self.n - 1;
+            return Err(format!(
+                "unknown node {} (nodes are 0..{last})",
+                debit.max(credit)
+            ));
+        }
+        if debit != self.id {
+            let me = self.id;
+            return Err(format!(
+                "node {me} can only transfer from its own account {me}"
+            ));
+        }
+        if debit == credit {
+            return Err("debit and credit are the same account".into());
+        }
+        if amount == 0 {
+            return Err("amount must be a positive integer".into());
+        }
+        if amount > available {
+            return Err(format!(
+                "insufficient funds: {amount} requested, {available} available"
+            ));
+        }
+        Ok(())
     }
 
     fn print_balance(&self, node: NodeId, out: &mut Vec<Action>) {
@@ -929,26 +939,32 @@ impl Core {
         }
     }
 
-    /// Bookkeeping once `block` is the new head of `self.ledger`.
-    fn after_commit(&mut self, block: Block, out: &mut Vec<Action>) {
-        let depth = block.depth;
-        self.accepted = self.accepted.split_off(&(depth + 1));
-        self.decided = self.decided.split_off(&(depth + 1));
+    /// Takes our own committed transfers off the queue; returns the lines to print.
+    fn settle_own(&mut self, block: &Block) -> Vec<String> {
+        let (me, depth) = (self.id, block.depth);
         let mut lines = Vec::new();
-        let me = self.id;
-        let committed_own = block.transfers.iter().any(|t| t.debit() == me);
         for t in block.transfers.iter().filter(|t| t.debit() == me) {
             if let Some(q) = self.queue.get(&t.id.seq).filter(|q| *q != t) {
-                // Only after lost WAL records: an older transfer with this id got there first.
+                // Only after lost records: an older transfer with this id got there first.
                 lines.push(format!(
                     "error: queued transfer {q} lost its id to {t}; queue it again"
                 ));
             }
             self.unqueue(t.id.seq);
-            // After lost WAL records our own numbering may lag what others committed for us.
+            // After lost records our numbering may lag what others committed for us.
             self.next_own_seq = self.next_own_seq.max(t.id.seq + 1);
             lines.push(format!("committed {t} depth {depth}"));
         }
+        lines
+    }
+
+    /// Bookkeeping once `block` is the new head of `self.ledger`.
+    fn after_commit(&mut self, block: Block, out: &mut Vec<Action>) {
+        let depth = block.depth;
+        self.accepted = self.accepted.split_off(&(depth + 1));
+        self.decided = self.decided.split_off(&(depth + 1));
+        let lines = self.settle_own(&block);
+        let committed_own = !lines.is_empty();
         if let Role::Leader(l) = &mut self.role {
             for t in &block.transfers {
                 l.intake[t.debit()].remove(&t.id.seq);
