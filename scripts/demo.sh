@@ -221,9 +221,14 @@ ok "node 4 caught up to depth $DEPTH by itself"
 
 # --------------------------------------------------------------------------
 say "3. A partition cuts nodes 3 and 4 off from nodes 0, 1 and 2"
-for a in 3 4; do
-    for b in 0 1 2; do cl sever "$a" "$b" || fail "could not sever $a-$b"; done
-done
+# Runs `cluster.sh $1 A B` (sever or restore) on every link between {3,4} and {0,1,2}.
+minority_links() {
+    local a b
+    for a in 3 4; do
+        for b in 0 1 2; do cl "$1" "$a" "$b" || fail "could not $1 $a-$b"; done
+    done
+}
+minority_links sever
 ok "severed every link between {3,4} and {0,1,2}, on both sides"
 TX3=$(transfer 3 0 12)
 info "node 3 (minority) queued transfer $TX3: 12 from account 3 to account 0"
@@ -245,9 +250,7 @@ info "node 3: depth $(field "$st" depth), queue $(field "$st" queue); printQueue
 ok "transfer $TX3 is still only queued at node 3: a minority cannot commit"
 
 say "   The partition heals"
-for a in 3 4; do
-    for b in 0 1 2; do cl restore "$a" "$b" || fail "could not restore $a-$b"; done
-done
+minority_links restore
 ok "restored every link"
 await_commit 3 "$TX3" 30
 converge 30
