@@ -1514,7 +1514,13 @@ impl Core {
         }
         match self.election_at {
             None => {
-                let delay = self.random_delay();
+                // A node that may not vote on its next depth can lead only with two others'
+                // votes: it lets the nodes that can vote try first.
+                let defer = match self.may_vote(self.ledger.depth + 1) {
+                    true => 0,
+                    false => self.timing.leader_timeout,
+                };
+                let delay = self.random_delay() + defer;
                 self.election_at = Some(self.now + delay);
                 self.log(out, || {
                     format!("no leader; running for leader in {delay} ms")

@@ -214,3 +214,11 @@ fn regression_no_vote_at_decided_depths() {
 fn regression_decided_depths_leave_the_window() {
     check(66636, false);
 }
+
+/// Was a stall (seed 202276): a recovering node below its vote floor, able to lead only with
+/// both others' votes, kept outbidding the two nodes that could vote, and in 35 s no one won.
+/// It now lets them try first.
+#[test]
+fn regression_nodes_that_can_vote_run_first() {
+    check(202276, false);
+}
