@@ -237,13 +237,15 @@ pub struct Params {
 /// Values an acceptor reports in a promise: (depth, ballot, value).
 pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
 
-/// A node that lost WAL records may have promised a ballot or accepted a value it no longer
-/// remembers, and voting as if it had not could break Paxos. So it stays silent, waits out
-/// any election that might have counted its forgotten promise (one leader timeout), and asks
-/// its peers. Any majority of the others overlaps every quorum it took part in, so their
-/// answers bound what it could have done: it then promises at least the highest ballot they
-/// report, and never votes at or below the highest depth they know plus the window, the
-/// furthest a leader could have proposed. Those depths are decided without it.
+/// A node that lost records (WAL records, or blocks, which record its votes once the WAL is
+/// compacted) may have promised a ballot or accepted a value it no longer remembers, and
+/// voting as if it had not could break Paxos. So it stays silent, waits out any election
+/// that might have counted its forgotten promise (one leader timeout: a candidacy lasts no
+/// longer), and asks its peers. Any majority of the others overlaps every quorum it took part
+/// in, so their answers bound what it could have done: it then promises at least the highest
+/// ballot they report, and never votes at or below the highest depth they know plus the
+/// window, the furthest a leader could have proposed. Those depths are decided without it,
+/// which needs the others to be a majority: at most a minority may recover at once.
 #[derive(Clone, Debug)]
 struct Amnesia {
     /// When this node (re)started: the first time it saw the clock.
