@@ -34,17 +34,6 @@ impl NodeProc {
             .is_ok()
     }
 
-    /// Writes many lines at once (one syscall per buffer, not per line).
-    pub fn send_all(&mut self, text: &str) -> bool {
-        let Some(stdin) = self.stdin.as_mut() else {
-            return false;
-        };
-        stdin
-            .write_all(text.as_bytes())
-            .and_then(|_| stdin.flush())
-            .is_ok()
-    }
-
     /// Hands stdin to the caller (the benchmark writes from its own threads); `send` then
     /// returns false.
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
@@ -52,7 +41,7 @@ impl NodeProc {
     }
 
     /// Another handle on the stdout line stream. Lines go to whichever handle reads first,
-    /// so use either this or `line`/`wait_for`, not both.
+    /// so use either this or `wait_for`, not both.
     pub fn line_stream(&self) -> Receiver<String> {
         self.lines.clone()
     }
@@ -60,13 +49,6 @@ impl NodeProc {
     /// Closes stdin: the node must keep running.
     pub fn close_stdin(&mut self) {
         self.stdin = None;
-    }
-
-    /// The next stdout line, waiting at most `timeout`.
-    pub fn line(&mut self, timeout: Duration) -> Option<String> {
-        let line = self.lines.recv_timeout(timeout).ok()?;
-        self.seen.push(line.clone());
-        Some(line)
     }
 
     /// Reads lines until one satisfies `want`, returning it; gives up at `deadline`.
