@@ -19,10 +19,10 @@
 //! The table format is meant to stay stable so that figures can be compared across commits.
 
 use crate::cli::Args;
-use crate::cluster::{LocalCluster, Status};
 use crate::config;
 use crate::ledger::{Block, Ledger, Transfer, TxId};
 use crate::storage::Store;
+use crate::testing::cluster::{LocalCluster, Status};
 use crossbeam_channel::{Receiver, Sender};
 use std::fs;
 use std::io::Write;
@@ -135,7 +135,7 @@ impl Drop for Scratch {
 fn cluster_bench(opts: &Options, exe: &Path, data: &Path) -> Result<(), String> {
     let port = opts
         .base_port
-        .unwrap_or_else(|| crate::cluster::free_ports(opts.nodes));
+        .unwrap_or_else(|| crate::testing::cluster::free_ports(opts.nodes));
     let mut cluster = LocalCluster::init_on_port(exe, data, opts.nodes, BALANCE, port)?;
     cluster.start_all()?;
     println!(

@@ -1,6 +1,6 @@
 //! Real `benmo node` processes on free loopback ports, in temp dirs, driven through stdin.
 
-use benmo::cluster::LocalCluster;
+use benmo::testing::cluster::LocalCluster;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

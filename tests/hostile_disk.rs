@@ -6,7 +6,7 @@
 //! names the same file and offset; the files are left exactly as they were. A torn tail (an
 //! unfinished last append) is cut off on start with a logged note, and the node then runs.
 
-use benmo::cluster::LocalCluster;
+use benmo::testing::cluster::LocalCluster;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -8,10 +8,10 @@
 
 mod common;
 
-use benmo::cluster::{LocalCluster, Status};
 use benmo::config::{self, Config};
 use benmo::ledger::{Block, Hash, Transfer};
 use benmo::paxos::{Ballot, Envelope, Message};
+use benmo::testing::cluster::{LocalCluster, Status};
 use common::{tx, Raw, BALANCE, NODES};
 use rand::RngCore;
 use std::fs;

@@ -3,9 +3,9 @@
 //! the node never panics, its state (balances, depth, head, queue) is unchanged and it still
 //! answers `status` afterwards.
 
-use benmo::cluster::{LocalCluster, Status};
 use benmo::commands::{self, Command, Parsed};
 use benmo::node::LineReader;
+use benmo::testing::cluster::{LocalCluster, Status};
 use crossbeam_channel::Receiver;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

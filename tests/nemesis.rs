@@ -16,7 +16,7 @@
 //! `BENMO_NEMESIS_SEED` replays a run; the seed is printed first. Run with `--nocapture` to see
 //! the timeline and the summary. A failed run keeps its data dir and prints where it is.
 
-use benmo::cluster::LocalCluster;
+use benmo::testing::cluster::LocalCluster;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

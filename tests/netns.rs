@@ -10,7 +10,7 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables); without them the test says why and
 //! passes without running.
 
-use benmo::cluster::LocalCluster;
+use benmo::testing::cluster::LocalCluster;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! `benmo node --recover`: damaged state is moved aside and rebuilt from a majority.
 
-use benmo::cluster::LocalCluster;
+use benmo::testing::cluster::LocalCluster;
 use std::fs;
 use std::path::Path;
 use std::process::Command;

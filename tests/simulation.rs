@@ -9,7 +9,7 @@
 //! About a third of the seeds damage a disk now and then, as `benmo node --recover` finds
 //! it (see `Sim::damage` in src/sim.rs): WAL records and/or blocks lost, the node amnesic.
 
-use benmo::sim::{run, SimConfig, Stats};
+use benmo::testing::sim::{run, SimConfig, Stats};
 
 /// Seeds per test function; there are `CHUNKS` of them so the test threads share the work.
 const DEFAULT_SEEDS: u64 = 4_000;

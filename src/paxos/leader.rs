@@ -1,0 +1,399 @@
+//! Running for leader, winning, and proposing: windows, batching, retransmission.
+
+use super::*;
+
+/// A leader's view of one depth in flight.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) value: Proposal,
+    pub(super) acks: Vec<bool>,
+    pub(super) sent_at: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Leadership {
+    pub(super) ballot: Ballot,
+    pub(super) next_depth: u64,
+    pub(super) inflight: BTreeMap<u64, Slot>,
+    /// The ledger as it will be once every depth in flight is decided.
+    pub(super) projected: Ledger,
+    /// Transfers offered by each origin, by sequence number, not yet proposed.
+    pub(super) intake: Vec<BTreeMap<u64, Transfer>>,
+    pub(super) last_heartbeat: u64,
+    /// Propose empty blocks, if nothing else, up to this depth: the vote floor of a
+    /// recovering node, which takes no transfers until the chain has passed it.
+    pub(super) fill_to: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Candidacy {
+    pub(super) ballot: Ballot,
+    /// For each node that promised: its chain depth and the values it had accepted.
+    pub(super) promises: BTreeMap<NodeId, (u64, AcceptedList)>,
+    pub(super) started: u64,
+}
+
+impl Core {
+    pub(super) fn start_election(&mut self, out: &mut Vec<Action>) {
+        let round = self
+            .promised
+            .round
+            .max(self.highest_seen.round)
+            .saturating_add(1);
+        let ballot = Ballot {
+            round,
+            node: self.id,
+        };
+        self.promised = ballot;
+        self.highest_seen = ballot;
+        self.leader = None;
+        self.election_at = None;
+        out.push(Action::Persist(Record::Promise(ballot)));
+        let mine: AcceptedList = self
+            .accepted
+            .iter()
+            .map(|(&d, (b, v))| (d, *b, v.clone()))
+            .collect();
+        let mut promises = BTreeMap::new();
+        if self.may_vote(self.ledger.depth + 1) {
+            promises.insert(self.id, (self.ledger.depth, mine)); // else the others must suffice
+        }
+        self.role = Role::Candidate(Candidacy {
+            ballot,
+            promises,
+            started: self.now,
+        });
+        let depth = self.ledger.depth + 1;
+        self.log(out, || {
+            format!("running for leader: prepare ballot {ballot} from depth {depth}")
+        });
+        self.broadcast(Message::Prepare { ballot, depth }, out);
+        self.try_win(out);
+    }
+
+    pub(super) fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        depth: u64,
+        accepted: AcceptedList,
+        out: &mut Vec<Action>,
+    ) {
+        if let Role::Candidate(c) = &mut self.role {
+            if c.ballot == ballot {
+                c.promises.insert(from, (depth, accepted));
+                self.log(out, || {
+                    format!("promise from node {from} for ballot {ballot}")
+                });
+                self.try_win(out);
+            }
+        }
+    }
+
+    pub(super) fn on_reject(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Action>) {
+        if self.role_ballot() == Some(ballot) {
+            self.log(out, || {
+                format!("ballot {ballot} rejected: a node promised {promised}")
+            });
+        }
+        self.see_ballot(promised, out);
+    }
+
+    /// With promises from a majority, become leader: re-propose the values they accepted.
+    pub(super) fn try_win(&mut self, out: &mut Vec<Action>) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        if c.promises.len() < self.quorum() {
+            return;
+        }
+        let ballot = c.ballot;
+        let (ahead, ahead_depth) = c
+            .promises
+            .iter()
+            .map(|(&p, (d, _))| (p, *d))
+            .max_by_key(|&(_, d)| d)
+            .unwrap();
+        let mut adopted: BTreeMap<u64, (Ballot, Proposal)> = BTreeMap::new();
+        for (depth, b, value) in c.promises.values().flat_map(|(_, acc)| acc.iter()) {
+            if *depth > self.ledger.depth && adopted.get(depth).is_none_or(|(ab, _)| ab < b) {
+                adopted.insert(*depth, (*b, value.clone()));
+            }
+        }
+        if ahead_depth > self.ledger.depth {
+            // Depths we do not have are decided; their values may be pruned. Catch up first.
+            self.log(out, || {
+                format!("node {ahead} is ahead (depth {ahead_depth}); catching up before leading")
+            });
+            self.role = Role::Follower;
+            self.election_at = Some(self.now + self.timing.resend);
+            self.catch_up = None;
+            self.peer_depth[ahead] = ahead_depth;
+            return self.maybe_catch_up(ahead, out);
+        }
+        self.become_leader(ballot, adopted, out);
+    }
+
+    pub(super) fn become_leader(
+        &mut self,
+        ballot: Ballot,
+        adopted: BTreeMap<u64, (Ballot, Proposal)>,
+        out: &mut Vec<Action>,
+    ) {
+        self.log(out, || {
+            format!(
+                "elected leader with ballot {ballot} at depth {}",
+                self.ledger.depth + 1
+            )
+        });
+        let intake = vec![BTreeMap::new(); self.n];
+        self.offered_upto = 0; // offer our own queue afresh, as to any leader
+        self.role = Role::Leader(Leadership {
+            ballot,
+            next_depth: self.ledger.depth + 1,
+            inflight: BTreeMap::new(),
+            projected: self.ledger.clone(),
+            intake,
+            last_heartbeat: self.now,
+            fill_to: self.vote_floor,
+        });
+        self.leader = Some(ballot);
+        self.election_at = None;
+        let top = adopted
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.ledger.depth);
+        for depth in self.ledger.depth + 1..=top {
+            // A hole nobody in our quorum accepted cannot have been chosen: fill it with nothing.
+            let value = adopted.get(&depth).map_or(
+                Proposal {
+                    proposer: self.id,
+                    transfers: vec![],
+                },
+                |(_, v)| v.clone(),
+            );
+            self.propose(value, out);
+        }
+        self.broadcast(Message::Heartbeat { ballot }, out);
+    }
+
+    /// Phase 2 for the leader's next depth: accept the value ourselves, then ask everyone.
+    pub(super) fn propose(&mut self, value: Proposal, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let votes = self.may_vote(l.next_depth);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let depth = l.next_depth;
+        let ballot = l.ballot;
+        let block = l.projected.seal(value.proposer, &value.transfers);
+        assert!(
+            l.projected.apply(&block).is_ok(),
+            "a sealed block applies to the ledger it was sealed on"
+        );
+        l.next_depth += 1;
+        let mut acks = vec![false; self.n];
+        acks[self.id] = votes; // below its vote floor a leader still leads but does not vote
+        l.inflight.insert(
+            depth,
+            Slot {
+                value: value.clone(),
+                acks,
+                sent_at: self.now,
+            },
+        );
+        assert!(
+            self.promised == ballot,
+            "a leader has promised its own ballot"
+        );
+        self.accepted.insert(depth, (ballot, value.clone()));
+        out.push(Action::Persist(Record::Accept {
+            depth,
+            ballot,
+            value: value.clone(),
+        }));
+        self.log(out, || {
+            format!(
+                "propose depth {depth} ballot {ballot} ({} transfers)",
+                value.transfers.len()
+            )
+        });
+        self.broadcast(
+            Message::Accept {
+                ballot,
+                depth,
+                value,
+            },
+            out,
+        );
+        self.check_chosen(depth, out);
+    }
+
+    pub(super) fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        depth: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        if let Some(slot) = l.inflight.get_mut(&depth) {
+            slot.acks[from] = true;
+            self.check_chosen(depth, out);
+        }
+    }
+
+    pub(super) fn check_chosen(&mut self, depth: u64, out: &mut Vec<Action>) {
+        let quorum = self.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let chosen = l
+            .inflight
+            .get(&depth)
+            .is_some_and(|s| s.acks.iter().filter(|&&a| a).count() >= quorum);
+        if !chosen {
+            return;
+        }
+        let ballot = l.ballot;
+        let slot = l.inflight.remove(&depth).expect("slot exists");
+        self.log(out, || {
+            format!("depth {depth} chosen by a majority: decide")
+        });
+        self.decided.insert(depth, slot.value);
+        self.broadcast(Message::Decide { ballot, depth }, out);
+        self.apply_decided(out);
+    }
+
+    pub(super) fn on_forward(&mut self, from: NodeId, transfers: Vec<Transfer>) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        // An offer that starts at the origin's next number is its whole window: it replaces
+        // anything older, such as transfers the origin lost with a damaged log.
+        if transfers
+            .first()
+            .is_some_and(|t| t.id.seq == l.projected.next_seq[from])
+        {
+            l.intake[from].clear();
+        }
+        // A node may only offer transfers from its own account.
+        for t in transfers.into_iter().filter(|t| t.debit() == from) {
+            if t.id.seq >= l.projected.next_seq[from] {
+                l.intake[from].insert(t.id.seq, t);
+            }
+        }
+    }
+
+    /// Takes the next batch from the intake: from each origin in turn, a share of the run of
+    /// transfers that continues its sequence on the projected ledger, so that one busy origin
+    /// cannot fill every block.
+    pub(super) fn next_batch(l: &mut Leadership, max: usize) -> Vec<Transfer> {
+        let mut next = l.projected.next_seq.clone();
+        for (origin, offered) in l.intake.iter_mut().enumerate() {
+            *offered = offered.split_off(&next[origin]); // already proposed or committed
+        }
+        let share = (max / l.intake.len()).max(1);
+        let mut batch = Vec::new();
+        loop {
+            let before = batch.len();
+            for (origin, offered) in l.intake.iter_mut().enumerate() {
+                for _ in 0..share.min(max - batch.len()) {
+                    let Some(t) = offered.remove(&next[origin]) else {
+                        break;
+                    };
+                    batch.push(t);
+                    next[origin] += 1;
+                }
+            }
+            if batch.len() == before || batch.len() >= max {
+                return batch;
+            }
+        }
+    }
+
+    /// A leader's tick: propose what has arrived, retransmit, and show it is alive.
+    pub(super) fn lead(&mut self, out: &mut Vec<Action>) {
+        self.propose_intake(out);
+        self.resend_accepts(out);
+        self.heartbeat(out);
+    }
+
+    /// Proposes batches from the intake while fewer than `window` depths are in flight.
+    pub(super) fn propose_intake(&mut self, out: &mut Vec<Action>) {
+        let own = self.next_offer();
+        let (window, max_batch) = (self.timing.window, self.timing.max_batch);
+        if let Role::Leader(l) = &mut self.role {
+            l.intake[self.id].extend(own.into_iter().map(|t| (t.id.seq, t)));
+        }
+        loop {
+            let Role::Leader(l) = &mut self.role else {
+                return;
+            };
+            if l.inflight.len() >= window {
+                return;
+            }
+            let transfers = Self::next_batch(l, max_batch);
+            if transfers.is_empty() && l.next_depth > l.fill_to {
+                return;
+            }
+            self.propose(
+                Proposal {
+                    proposer: self.id,
+                    transfers,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Sends an accept again to the peers that have not answered it within `resend`.
+    pub(super) fn resend_accepts(&mut self, out: &mut Vec<Action>) {
+        let (others, now, resend) = (self.others(), self.now, self.timing.resend);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let mut resends = Vec::new();
+        for (&depth, slot) in l
+            .inflight
+            .iter_mut()
+            .filter(|(_, s)| now >= s.sent_at + resend)
+        {
+            slot.sent_at = now;
+            let missing: Vec<NodeId> = others.iter().copied().filter(|&p| !slot.acks[p]).collect();
+            let value = slot.value.clone();
+            resends.push((
+                missing,
+                Message::Accept {
+                    ballot,
+                    depth,
+                    value,
+                },
+            ));
+        }
+        for (to, msg) in resends {
+            self.send(to, msg, out);
+        }
+    }
+
+    pub(super) fn heartbeat(&mut self, out: &mut Vec<Action>) {
+        let (now, every) = (self.now, self.timing.heartbeat);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if now >= l.last_heartbeat + every {
+            l.last_heartbeat = now;
+            let ballot = l.ballot;
+            self.broadcast(Message::Heartbeat { ballot }, out);
+        }
+    }
+}

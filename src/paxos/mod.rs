@@ -1,0 +1,577 @@
+//! The whole protocol, as a pure state machine: `Core::handle` takes an event (a command,
+//! a message, a link change, the passing of time) and pushes actions (send, persist, print).
+//! There are no sockets, threads, clocks, randomness or files in here; the shell in
+//! `node.rs` and the simulator in `sim.rs` supply all of those.
+//!
+//! Each depth of the chain is one instance of Paxos. The value chosen for a depth is a batch
+//! of transfers; every node seals the decided batch onto its chain the same way (see
+//! `Ledger::seal`), so a value never has to name the block below it.
+//!
+//! Multi-Paxos: a node that wins phase 1 (prepare/promise) with ballot b holds it for every
+//! depth above its chain and then runs only phase 2 (accept/accepted), several depths at
+//! once, until a higher ballot appears. Other nodes forward their queued transfers to it.
+//! When it falls silent they run for leader themselves after a random delay, as in the seed.
+
+use crate::commands::Command;
+use crate::ledger::{Block, Ledger, NodeId, Transfer, TxId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+mod acceptor;
+mod amnesia;
+mod client;
+mod follower;
+mod leader;
+mod learner;
+
+use amnesia::Amnesia;
+use leader::{Candidacy, Leadership};
+
+/// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
+/// The value Paxos chooses for one depth: a batch of transfers offered by `proposer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub proposer: NodeId,
+    pub transfers: Vec<Transfer>,
+}
+
+/// What nodes say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// "Here I am": sent when a link comes up, so the peer learns our depth.
+    Hello,
+    /// Phase 1a: promise me every depth from `depth` up.
+    Prepare { ballot: Ballot, depth: u64 },
+    /// Phase 1b, with every value this acceptor accepted above its chain.
+    Promise {
+        ballot: Ballot,
+        accepted: AcceptedList,
+    },
+    /// A refusal: the acceptor promised `promised`, which is higher than `ballot`.
+    Reject { ballot: Ballot, promised: Ballot },
+    /// Phase 2a.
+    Accept {
+        ballot: Ballot,
+        depth: u64,
+        value: Proposal,
+    },
+    /// Phase 2b.
+    Accepted { ballot: Ballot, depth: u64 },
+    /// The value accepted at (ballot, depth) is chosen. It names the value, not re-sends it.
+    Decide { ballot: Ballot, depth: u64 },
+    /// The leader is alive.
+    Heartbeat { ballot: Ballot },
+    /// An origin hands its own queued transfers to the leader.
+    Forward { transfers: Vec<Transfer> },
+    /// Send me committed blocks from depth `from` on.
+    CatchUp { from: u64 },
+    /// Committed blocks, in order.
+    Blocks { blocks: Vec<Block> },
+    /// From a node recovering lost records: what do you know? (see `Amnesia`) Once it knows
+    /// its vote floor it sends that too, asking a leader to carry the chain past it.
+    Probe { floor: u64 },
+    /// The answer: our promise, the highest depth we know of (chain, accepted or proposed),
+    /// and the highest sequence number of the prober's own transfers that we have seen.
+    ProbeReply {
+        promised: Ballot,
+        top: u64,
+        seq: u64,
+    },
+}
+
+/// A message plus the sender's chain depth, which lets any peer notice that it is behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub depth: u64,
+    pub msg: Message,
+}
+
+impl Envelope {
+    /// The first node id named in this envelope outside `0..nodes`, if any. The core indexes
+    /// its per-node state by these ids, so the transport refuses such an envelope.
+    pub fn unknown_node(&self, nodes: usize) -> Option<NodeId> {
+        let mut ids = Vec::new();
+        let add = |ids: &mut Vec<NodeId>, ts: &[Transfer]| {
+            ids.extend(ts.iter().flat_map(|t| [t.debit(), t.credit]))
+        };
+        match &self.msg {
+            Message::Hello | Message::CatchUp { .. } | Message::Probe { .. } => {}
+            Message::Prepare { ballot, .. }
+            | Message::Accepted { ballot, .. }
+            | Message::Decide { ballot, .. }
+            | Message::Heartbeat { ballot }
+            | Message::ProbeReply {
+                promised: ballot, ..
+            } => ids.push(ballot.node),
+            Message::Reject { ballot, promised } => ids.extend([ballot.node, promised.node]),
+            Message::Promise { ballot, accepted } => {
+                ids.push(ballot.node);
+                for (_, b, v) in accepted {
+                    ids.extend([b.node, v.proposer]);
+                    add(&mut ids, &v.transfers);
+                }
+            }
+            Message::Accept { ballot, value, .. } => {
+                ids.extend([ballot.node, value.proposer]);
+                add(&mut ids, &value.transfers);
+            }
+            Message::Forward { transfers } => add(&mut ids, transfers),
+            Message::Blocks { blocks } => {
+                for b in blocks {
+                    ids.push(b.proposer);
+                    add(&mut ids, &b.transfers);
+                }
+            }
+        }
+        ids.into_iter().find(|&id| id >= nodes)
+    }
+}
+
+/// What must survive a crash, besides the chain itself. Storage appends these to a log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The highest ballot this node promised (or used itself).
+    Promise(Ballot),
+    /// A value this node accepted.
+    Accept {
+        depth: u64,
+        ballot: Ballot,
+        value: Proposal,
+    },
+    /// A transfer this node queued from its own account.
+    Queue(Transfer),
+    /// Records of votes were lost (`benmo node --recover`): do not vote until peers have
+    /// answered (see `Amnesia`). Written before the node starts, so a crash meanwhile keeps it.
+    Amnesia,
+    /// The answers came: never vote at this depth or below. Ends an `Amnesia`.
+    VoteFloor(u64),
+}
+
+/// Everything that can happen to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Command(Command),
+    Message {
+        from: NodeId,
+        env: Envelope,
+    },
+    Link {
+        peer: NodeId,
+        up: bool,
+    },
+    /// Time has passed (or a batch of events ended): run timers and propose.
+    Tick,
+}
+
+/// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
+/// before it performs any `Send` or `Print` of that batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        to: Vec<NodeId>,
+        env: Envelope,
+    },
+    Persist(Record),
+    /// Append a decided block to the chain.
+    Commit(Block),
+    /// A line for stdout.
+    Print(String),
+    /// Send `to` the committed blocks from depth `from` on, read from the chain on disk.
+    ServeBlocks {
+        to: NodeId,
+        from: u64,
+    },
+    /// Print every block of the chain.
+    PrintChain,
+    /// Exit at once, without cleanup (crashNode).
+    Crash,
+}
+
+/// Timers and sizes, in milliseconds and counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Random wait before running for leader.
+    pub delay_min: u64,
+    pub delay_max: u64,
+    pub heartbeat: u64,
+    /// Silence after which followers presume the leader gone.
+    pub leader_timeout: u64,
+    /// Retransmission interval for accepts, forwards and catch-up requests.
+    pub resend: u64,
+    /// Depths a leader may have in flight at once.
+    pub window: usize,
+    /// Transfers per block at most.
+    pub max_batch: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            delay_min: 20,
+            delay_max: 100,
+            heartbeat: 100,
+            leader_timeout: 1000,
+            resend: 250,
+            window: 8,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// Who this node is and how it behaves.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub id: NodeId,
+    pub nodes: usize,
+    pub timing: Timing,
+    pub verbose: bool,
+    /// Seeds the node's private random number generator (election delays).
+    pub seed: u64,
+}
+
+/// Values an acceptor reports in a promise: (depth, ballot, value).
+pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
+
+#[derive(Clone, Debug)]
+enum Role {
+    Follower,
+    Candidate(Candidacy),
+    Leader(Leadership),
+}
+
+/// One node's protocol state.
+#[derive(Clone, Debug)]
+pub struct Core {
+    id: NodeId,
+    n: usize,
+    timing: Timing,
+    verbose: bool,
+    rng: u64,
+    now: u64,
+    ledger: Ledger,
+    // Acceptor.
+    promised: Ballot,
+    accepted: BTreeMap<u64, (Ballot, Proposal)>,
+    // Learner: decided values waiting for the depths below them.
+    decided: BTreeMap<u64, Proposal>,
+    // Proposer.
+    role: Role,
+    highest_seen: Ballot,
+    leader: Option<Ballot>,
+    heard_leader_at: u64,
+    election_at: Option<u64>,
+    // This node's own queue: transfers from its account, not yet committed.
+    queue: BTreeMap<u64, Transfer>,
+    /// The sum of the queue's amounts, kept so that queueing costs the same at any length.
+    queued_total: u64,
+    next_own_seq: u64,
+    /// The highest sequence number of our own queue offered to the leader so far.
+    offered_upto: u64,
+    forwarded_at: Option<u64>,
+    // Links and catch-up.
+    severed: Vec<bool>,
+    link_up: Vec<bool>,
+    peer_depth: Vec<u64>,
+    catch_up: Option<(NodeId, u64)>,
+    // Recovery from lost WAL records.
+    amnesia: Option<Amnesia>,
+    vote_floor: u64,
+    reminded_at: u64,
+    hello_at: u64,
+}
+
+fn rand_next(state: &mut u64) -> u64 {
+    // splitmix64: tiny, fast and deterministic for a given seed.
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Core {
+    /// Rebuilds a node from its committed chain (as a `Ledger`) and its persisted records.
+    pub fn recover(
+        params: Params,
+        ledger: Ledger,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Core {
+        assert!(params.id < params.nodes && params.nodes == ledger.balances.len());
+        let id = params.id;
+        let mut core = Core {
+            id,
+            n: params.nodes,
+            timing: params.timing,
+            verbose: params.verbose,
+            rng: params.seed,
+            now: 0,
+            promised: Ballot::default(),
+            accepted: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            role: Role::Follower,
+            highest_seen: Ballot::default(),
+            leader: None,
+            heard_leader_at: 0,
+            election_at: None,
+            queue: BTreeMap::new(),
+            queued_total: 0,
+            next_own_seq: ledger.next_seq[id],
+            offered_upto: 0,
+            forwarded_at: None,
+            severed: vec![false; params.nodes],
+            link_up: vec![false; params.nodes],
+            peer_depth: vec![0; params.nodes],
+            catch_up: None,
+            amnesia: None,
+            reminded_at: 0,
+            hello_at: 0,
+            vote_floor: 0,
+            ledger,
+        };
+        for record in records {
+            core.replay(record);
+        }
+        core.highest_seen = core.promised;
+        core.queued_total = core.queue.values().map(|t| t.amount).sum();
+        core
+    }
+
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Promise(b) => self.promised = self.promised.max(b),
+            Record::Accept {
+                depth,
+                ballot,
+                value,
+            } => {
+                self.promised = self.promised.max(ballot);
+                let newer = self.accepted.get(&depth).is_none_or(|(b, _)| *b <= ballot);
+                if depth > self.ledger.depth && newer {
+                    self.accepted.insert(depth, (ballot, value));
+                }
+            }
+            Record::Queue(t) => {
+                assert_eq!(t.debit(), self.id, "a node queues only its own transfers");
+                self.next_own_seq = self.next_own_seq.max(t.id.seq.saturating_add(1));
+                if t.id.seq >= self.ledger.next_seq[self.id] {
+                    self.queue.insert(t.id.seq, t);
+                }
+            }
+            Record::Amnesia => {
+                self.amnesia = Some(Amnesia {
+                    since: None,
+                    asked_at: None,
+                    replies: BTreeMap::new(),
+                })
+            }
+            Record::VoteFloor(depth) => {
+                self.vote_floor = self.vote_floor.max(depth);
+                self.amnesia = None;
+            }
+        }
+    }
+
+    /// The records that a compacted log must keep: everything not yet settled by the chain.
+    pub fn live_records(&self) -> Vec<Record> {
+        let mut out = vec![Record::Promise(self.promised)];
+        for (&depth, (ballot, value)) in &self.accepted {
+            out.push(Record::Accept {
+                depth,
+                ballot: *ballot,
+                value: value.clone(),
+            });
+        }
+        out.extend(self.queue.values().map(|t| Record::Queue(*t)));
+        if self.vote_floor > self.ledger.depth {
+            out.push(Record::VoteFloor(self.vote_floor));
+        }
+        if self.amnesia.is_some() {
+            out.push(Record::Amnesia);
+        }
+        out
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn queue(&self) -> impl Iterator<Item = &Transfer> {
+        self.queue.values()
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Whether this node is still recovering lost records, and so refuses transfers.
+    pub fn recovering(&self) -> bool {
+        self.amnesia.is_some() || self.ledger.depth < self.vote_floor
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The leader this node currently follows (or itself), if it has heard from one lately.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(_) => Some(self.id),
+            _ if self.leader_alive() => self.leader.map(|b| b.node),
+            _ => None,
+        }
+    }
+
+    /// Feeds one event to the node at time `now` (milliseconds, never decreasing).
+    pub fn handle(&mut self, now: u64, event: Event, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
+        match event {
+            Event::Command(cmd) => self.on_command(cmd, out),
+            Event::Message { from, env } => self.on_envelope(from, env, out),
+            Event::Link { peer, up } => self.on_link(peer, up, out),
+            Event::Tick => self.on_tick(out),
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        self.n / 2 + 1
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        (0..self.n)
+            .filter(|&p| p != self.id && !self.severed[p])
+            .collect()
+    }
+
+    fn send(&self, to: Vec<NodeId>, msg: Message, out: &mut Vec<Action>) {
+        let to: Vec<NodeId> = to
+            .into_iter()
+            .filter(|&p| p != self.id && !self.severed[p])
+            .collect();
+        if !to.is_empty() {
+            out.push(Action::Send {
+                to,
+                env: Envelope {
+                    depth: self.ledger.depth,
+                    msg,
+                },
+            });
+        }
+    }
+
+    fn broadcast(&self, msg: Message, out: &mut Vec<Action>) {
+        self.send(self.others(), msg, out);
+    }
+
+    fn log(&self, out: &mut Vec<Action>, text: impl FnOnce() -> String) {
+        if self.verbose {
+            out.push(Action::Print(format!("[paxos] {}", text())));
+        }
+    }
+
+    fn random_delay(&mut self) -> u64 {
+        let span = self.timing.delay_max.saturating_sub(self.timing.delay_min) + 1;
+        self.timing.delay_min + rand_next(&mut self.rng) % span
+    }
+
+    fn leader_alive(&self) -> bool {
+        match self.leader {
+            Some(b) if b.node == self.id => self.is_leader(),
+            Some(_) => self.now < self.heard_leader_at + self.timing.leader_timeout,
+            None => false,
+        }
+    }
+
+    fn role_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Follower => None,
+            Role::Candidate(c) => Some(c.ballot),
+            Role::Leader(l) => Some(l.ballot),
+        }
+    }
+
+    fn unqueue(&mut self, seq: u64) {
+        if let Some(t) = self.queue.remove(&seq) {
+            self.queued_total -= t.amount;
+        }
+    }
+
+    fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
+        if from >= self.n || from == self.id || self.severed[from] {
+            return;
+        }
+        self.peer_depth[from] = self.peer_depth[from].max(env.depth);
+        match env.msg {
+            Message::Hello => {}
+            Message::Prepare { ballot, depth } => self.on_prepare(from, ballot, depth, out),
+            Message::Promise { ballot, accepted } => {
+                self.on_promise(from, ballot, env.depth, accepted, out)
+            }
+            Message::Reject { ballot, promised } => self.on_reject(ballot, promised, out),
+            Message::Accept {
+                ballot,
+                depth,
+                value,
+            } => self.on_accept(from, ballot, depth, value, out),
+            Message::Accepted { ballot, depth } => self.on_accepted(from, ballot, depth, out),
+            Message::Decide { ballot, depth } => self.on_decide(from, ballot, depth, out),
+            Message::Heartbeat { ballot } => self.on_heartbeat(from, ballot, out),
+            Message::Forward { transfers } => self.on_forward(from, transfers),
+            Message::CatchUp { from: depth } => out.push(Action::ServeBlocks {
+                to: from,
+                from: depth,
+            }),
+            Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
+            Message::Probe { floor } => self.on_probe(from, floor, out),
+            Message::ProbeReply { promised, top, seq } => {
+                self.on_probe_reply(from, (promised, top, seq), out)
+            }
+        }
+        self.maybe_catch_up(from, out);
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        self.probe(out);
+        self.say_hello(out);
+        if self
+            .catch_up
+            .is_some_and(|(_, deadline)| self.now >= deadline)
+        {
+            self.catch_up = None;
+        }
+        self.retry_catch_up(out);
+        match self.role {
+            Role::Leader(_) => self.lead(out),
+            Role::Candidate(ref c) => {
+                let expired = self.now >= c.started + self.timing.leader_timeout;
+                if expired {
+                    self.log(out, || "election timed out".to_string());
+                    self.role = Role::Follower;
+                    self.election_at = Some(self.now + self.random_delay());
+                }
+            }
+            Role::Follower => self.follow_tick(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
