@@ -9,7 +9,7 @@ use crate::cli::{self, Args};
 use crate::commands::{self, Parsed};
 use crate::config::{self, Config};
 use crate::ledger::NodeId;
-use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Record, Timing};
+use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
 use crate::storage::Store;
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -231,10 +231,11 @@ impl EventLoop {
             }
         }
         self.core.handle(now, Event::Tick, &mut actions);
-        self.persist(&actions);
+        let turn = Turn::split(actions);
+        self.persist(&turn.writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        for action in actions {
+        for action in turn.effects {
             self.perform(action, &mut out);
         }
         out.flush().ok();
@@ -246,12 +247,11 @@ impl EventLoop {
     }
 
     /// Durability first: nothing of this batch leaves the process before this returns.
-    fn persist(&mut self, actions: &[Action]) {
-        for action in actions {
-            let written = match action {
-                Action::Persist(r) => self.store.append(r),
-                Action::Commit(b) => self.store.commit(b),
-                _ => Ok(()),
+    fn persist(&mut self, writes: &[Durable]) {
+        for write in writes {
+            let written = match write {
+                Durable::Record(r) => self.store.append(r),
+                Durable::Block(b) => self.store.commit(b),
             };
             written.unwrap_or_else(|e| fatal(&e.to_string()));
         }
@@ -268,7 +268,7 @@ impl EventLoop {
                 out.flush().ok();
                 std::process::exit(1);
             }
-            Action::Persist(_) | Action::Commit(_) => {}
+            Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }
     }
 

@@ -202,6 +202,38 @@ pub enum Action {
     Crash,
 }
 
+/// A write the shell makes durable before any effect of the same turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Durable {
+    Record(Record),
+    Block(Block),
+}
+
+/// One turn's actions split by the rule that lets Paxos survive a crash: every write of the
+/// turn is on disk (fsync) before any of its effects (send, print, serve, crash) happens.
+/// The node, the simulator and the core tests all carry out a turn through this one split.
+#[derive(Debug, Default)]
+pub struct Turn {
+    /// `Persist` and `Commit`, in order.
+    pub writes: Vec<Durable>,
+    /// Everything else, in order.
+    pub effects: Vec<Action>,
+}
+
+impl Turn {
+    pub fn split(actions: Vec<Action>) -> Turn {
+        let mut turn = Turn::default();
+        for action in actions {
+            match action {
+                Action::Persist(r) => turn.writes.push(Durable::Record(r)),
+                Action::Commit(b) => turn.writes.push(Durable::Block(b)),
+                effect => turn.effects.push(effect),
+            }
+        }
+        turn
+    }
+}
+
 /// Timers and sizes, in milliseconds and counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {

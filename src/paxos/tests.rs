@@ -96,24 +96,24 @@ impl Cluster {
         for event in events.into_iter().chain([Event::Tick]) {
             core.handle(self.now, event, &mut out);
         }
-        self.carry_out(x, &out);
+        self.carry_out(x, out.clone());
         out
     }
 
     /// Writes first, then sends and prints.
-    fn carry_out(&mut self, x: NodeId, out: &[Action]) {
-        for action in out {
-            match action {
-                Action::Persist(r) => self.disks[x].records.push(r.clone()),
-                Action::Commit(b) => self.disks[x].chain.push(b.clone()),
-                _ => {}
+    fn carry_out(&mut self, x: NodeId, out: Vec<Action>) {
+        let turn = Turn::split(out);
+        for write in turn.writes {
+            match write {
+                Durable::Record(r) => self.disks[x].records.push(r),
+                Durable::Block(b) => self.disks[x].chain.push(b),
             }
         }
-        for action in out {
+        for action in turn.effects {
             match action {
                 Action::Send { to, env } => to.iter().for_each(|&p| self.put(x, p, env.clone())),
-                Action::ServeBlocks { to, from } => self.serve(x, *to, *from),
-                Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l.clone()),
+                Action::ServeBlocks { to, from } => self.serve(x, to, from),
+                Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l),
                 _ => {}
             }
         }
@@ -152,7 +152,7 @@ impl Cluster {
     fn elect(&mut self, x: NodeId) {
         let mut out = Vec::new();
         self.cores[x].as_mut().unwrap().start_election(&mut out);
-        self.carry_out(x, &out);
+        self.carry_out(x, out);
     }
 
     /// Delivers the messages in flight that `pick` chooses (each as its own batch); the

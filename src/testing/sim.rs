@@ -28,7 +28,7 @@
 
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
-use crate::paxos::{Action, Core, Envelope, Event, Message, Params, Record, Timing};
+use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Every account's opening balance.
@@ -541,22 +541,19 @@ impl<'a> Sim<'a> {
             core.handle(now, event, &mut out);
         }
         self.trace(|| format!("n{x} -> {out:?}"));
+        let turn = Turn::split(out);
         if self.faults && self.rng.chance(self.knobs.torn) {
-            return self.torn(x, out).map(|_| Vec::new());
+            return self.torn(x, turn.writes).map(|_| Vec::new());
         }
-        self.durable(x, &out)?;
+        self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        let lines = self.perform(x, out);
+        let lines = self.perform(x, turn.effects);
         self.check_damaged();
         lines
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
-    fn torn(&mut self, x: NodeId, out: Vec<Action>) -> Result<(), String> {
-        let writes: Vec<Action> = out
-            .into_iter()
-            .filter(|a| matches!(a, Action::Persist(_) | Action::Commit(_)))
-            .collect();
+    fn torn(&mut self, x: NodeId, writes: Vec<Durable>) -> Result<(), String> {
         let kept = self.rng.below(writes.len() + 1);
         self.trace(|| format!("n{x} torn batch: {kept} of {} writes", writes.len()));
         self.stats.torn += 1;
@@ -565,12 +562,11 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    fn durable(&mut self, x: NodeId, out: &[Action]) -> Result<(), String> {
-        for action in out {
-            match action {
-                Action::Persist(r) => self.nodes[x].records.push(r.clone()),
-                Action::Commit(b) => self.commit(x, b)?,
-                _ => {}
+    fn durable(&mut self, x: NodeId, writes: &[Durable]) -> Result<(), String> {
+        for write in writes {
+            match write {
+                Durable::Record(r) => self.nodes[x].records.push(r.clone()),
+                Durable::Block(b) => self.commit(x, b)?,
             }
         }
         Ok(())
@@ -627,7 +623,8 @@ impl<'a> Sim<'a> {
                     self.crash(x);
                     break;
                 }
-                Action::Persist(_) | Action::Commit(_) | Action::PrintChain => {}
+                Action::PrintChain => {}
+                Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
         }
         Ok(lines)
