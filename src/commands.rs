@@ -3,7 +3,7 @@
 use crate::ledger::NodeId;
 
 /// A command that the protocol core carries out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     Transfer {
         debit: NodeId,

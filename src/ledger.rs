@@ -128,7 +128,7 @@ impl fmt::Display for Transfer {
 }
 
 /// One link of the chain. `hash` covers every other field, `prev` is the hash of the block below.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Block {
     pub depth: u64,
     pub prev: Hash,
@@ -221,7 +221,7 @@ impl fmt::Display for LedgerError {
 }
 
 /// The state that a committed chain implies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ledger {
     pub balances: Vec<u64>,
     /// `next_seq[n]` is the sequence number that node n's next committed transfer must carry.

@@ -11,7 +11,7 @@ use super::*;
 /// ballot they report, and never votes at or below the highest depth they know plus the
 /// window, the furthest a leader could have proposed. Those depths are decided without it,
 /// which needs the others to be a majority: at most a minority may recover at once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Amnesia {
     /// When this node (re)started: the first time it saw the clock.
     pub(super) since: Option<u64>,

@@ -3,14 +3,14 @@
 use super::*;
 
 /// A leader's view of one depth in flight.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Slot {
     pub(super) value: Proposal,
     pub(super) acks: Vec<bool>,
     pub(super) sent_at: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Leadership {
     pub(super) ballot: Ballot,
     pub(super) next_depth: u64,
@@ -25,7 +25,7 @@ pub(super) struct Leadership {
     pub(super) fill_to: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Candidacy {
     pub(super) ballot: Ballot,
     /// For each node that promised: its chain depth and the values it had accepted.

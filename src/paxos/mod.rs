@@ -44,14 +44,14 @@ impl fmt::Display for Ballot {
 }
 
 /// The value Paxos chooses for one depth: a batch of transfers offered by `proposer`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Proposal {
     pub proposer: NodeId,
     pub transfers: Vec<Transfer>,
 }
 
 /// What nodes say to each other.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message {
     /// "Here I am": sent when a link comes up, so the peer learns our depth.
     Hello,
@@ -95,7 +95,7 @@ pub enum Message {
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Envelope {
     pub depth: u64,
     pub msg: Message,
@@ -143,7 +143,7 @@ impl Envelope {
 }
 
 /// What must survive a crash, besides the chain itself. Storage appends these to a log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Record {
     /// The highest ballot this node promised (or used itself).
     Promise(Ballot),
@@ -163,7 +163,7 @@ pub enum Record {
 }
 
 /// Everything that can happen to a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     Command(Command),
     Message {
@@ -180,7 +180,7 @@ pub enum Event {
 
 /// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
 /// before it performs any `Send` or `Print` of that batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Send {
         to: Vec<NodeId>,
@@ -203,7 +203,7 @@ pub enum Action {
 }
 
 /// A write the shell makes durable before any effect of the same turn.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Durable {
     Record(Record),
     Block(Block),
@@ -235,7 +235,7 @@ impl Turn {
 }
 
 /// Timers and sizes, in milliseconds and counts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// Random wait before running for leader.
     pub delay_min: u64,
@@ -266,7 +266,7 @@ impl Default for Timing {
 }
 
 /// Who this node is and how it behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Params {
     pub id: NodeId,
     pub nodes: usize,
@@ -279,7 +279,7 @@ pub struct Params {
 /// Values an acceptor reports in a promise: (depth, ballot, value).
 pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Role {
     Follower,
     Candidate(Candidacy),
@@ -287,7 +287,7 @@ enum Role {
 }
 
 /// One node's protocol state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Core {
     id: NodeId,
     n: usize,
