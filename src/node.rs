@@ -120,8 +120,8 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Params {
         id,
         nodes: config.nodes(),
         timing: Timing {
-            delay_min: opts.delay.0,
-            delay_max: opts.delay.1,
+            delay_min_ms: opts.delay.0,
+            delay_max_ms: opts.delay.1,
             ..Timing::default()
         },
         verbose: opts.verbose,

@@ -56,8 +56,8 @@ impl Core {
         let since = *a.since.get_or_insert(self.now);
         let due = a
             .asked_at
-            .is_none_or(|at| self.now >= at + self.timing.resend);
-        if self.now < since + self.timing.leader_timeout || !due {
+            .is_none_or(|at| self.now >= at + self.timing.resend_ms);
+        if self.now < since + self.timing.leader_timeout_ms || !due {
             return;
         }
         a.asked_at = Some(self.now);
@@ -79,7 +79,9 @@ impl Core {
         self.highest_seen = self.highest_seen.max(self.promised);
         if !a.replies.is_empty() {
             // A lone node (n = 1) needs no floor: no one else could have counted on it.
-            self.vote_floor = self.vote_floor.max(top + self.timing.window as u64);
+            self.vote_floor = self
+                .vote_floor
+                .max(top + self.timing.inflight_depths_max as u64);
         }
         self.next_own_seq = self.next_own_seq.max(seq.saturating_add(1));
         out.push(Action::Persist(Record::Promise(self.promised)));

@@ -19,7 +19,7 @@ impl Core {
             .catch_up
             .is_some_and(|(_, deadline)| self.now < deadline);
         if self.peer_depth[peer] > self.ledger.depth && !waiting {
-            self.catch_up = Some((peer, self.now + self.timing.resend));
+            self.catch_up = Some((peer, self.now + self.timing.resend_ms));
             let from = self.ledger.depth + 1;
             self.log(out, || {
                 format!("behind node {peer}: asking for blocks from depth {from}")
@@ -88,7 +88,7 @@ impl Core {
         let Some(leader) = self.leader.map(|b| b.node) else {
             return;
         };
-        if self.now >= self.reminded_at + self.timing.resend {
+        if self.now >= self.reminded_at + self.timing.resend_ms {
             self.reminded_at = self.now;
             let floor = self.vote_floor;
             self.send(vec![leader], Message::Probe { floor }, out);
@@ -99,7 +99,7 @@ impl Core {
     /// leader there is no other traffic, and a lagging node must still learn it is behind.
     pub(super) fn say_hello(&mut self, out: &mut Vec<Action>) {
         if self.now >= self.hello_at {
-            self.hello_at = self.now + self.timing.leader_timeout;
+            self.hello_at = self.now + self.timing.leader_timeout_ms;
             if !self.is_leader() {
                 self.broadcast(Message::Hello, out);
             }
@@ -128,7 +128,7 @@ impl Core {
                 // votes: it lets the nodes that can vote try first.
                 let defer = match self.may_vote(self.ledger.depth + 1) {
                     true => 0,
-                    false => self.timing.leader_timeout,
+                    false => self.timing.leader_timeout_ms,
                 };
                 let delay = self.random_delay() + defer;
                 self.election_at = Some(self.now + delay);
@@ -149,7 +149,7 @@ impl Core {
         };
         let due = self
             .forwarded_at
-            .is_none_or(|at| self.now >= at + self.timing.resend);
+            .is_none_or(|at| self.now >= at + self.timing.resend_ms);
         if due {
             self.forwarded_at = Some(self.now);
             self.offered_upto = 0;
@@ -169,7 +169,7 @@ impl Core {
     pub(super) fn next_offer(&mut self) -> Vec<Transfer> {
         let committed = self.ledger.next_seq[self.id] - 1;
         let from = self.offered_upto.max(committed) + 1;
-        let to = committed + 4 * self.timing.max_batch as u64;
+        let to = committed + 4 * self.timing.batch_transfers_max as u64;
         if from > to {
             return Vec::new();
         }

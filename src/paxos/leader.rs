@@ -126,7 +126,7 @@ impl Core {
                 format!("node {ahead} is ahead (depth {ahead_depth}); catching up before leading")
             });
             self.role = Role::Follower;
-            self.election_at = Some(self.now + self.timing.resend);
+            self.election_at = Some(self.now + self.timing.resend_ms);
             self.catch_up = None;
             self.peer_depth[ahead] = ahead_depth;
             return self.maybe_catch_up(ahead, out);
@@ -330,7 +330,10 @@ impl Core {
     /// Proposes batches from the intake while fewer than `window` depths are in flight.
     pub(super) fn propose_intake(&mut self, out: &mut Vec<Action>) {
         let own = self.next_offer();
-        let (window, max_batch) = (self.timing.window, self.timing.max_batch);
+        let (window, max_batch) = (
+            self.timing.inflight_depths_max,
+            self.timing.batch_transfers_max,
+        );
         if let Role::Leader(l) = &mut self.role {
             l.intake[self.id].extend(own.into_iter().map(|t| (t.id.seq, t)));
         }
@@ -357,7 +360,7 @@ impl Core {
 
     /// Sends an accept again to the peers that have not answered it within `resend`.
     pub(super) fn resend_accepts(&mut self, out: &mut Vec<Action>) {
-        let (others, now, resend) = (self.others(), self.now, self.timing.resend);
+        let (others, now, resend) = (self.others(), self.now, self.timing.resend_ms);
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -386,7 +389,7 @@ impl Core {
     }
 
     pub(super) fn heartbeat(&mut self, out: &mut Vec<Action>) {
-        let (now, every) = (self.now, self.timing.heartbeat);
+        let (now, every) = (self.now, self.timing.heartbeat_ms);
         let Role::Leader(l) = &mut self.role else {
             return;
         };

@@ -238,29 +238,29 @@ impl Turn {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// Random wait before running for leader.
-    pub delay_min: u64,
-    pub delay_max: u64,
-    pub heartbeat: u64,
+    pub delay_min_ms: u64,
+    pub delay_max_ms: u64,
+    pub heartbeat_ms: u64,
     /// Silence after which followers presume the leader gone.
-    pub leader_timeout: u64,
+    pub leader_timeout_ms: u64,
     /// Retransmission interval for accepts, forwards and catch-up requests.
-    pub resend: u64,
+    pub resend_ms: u64,
     /// Depths a leader may have in flight at once.
-    pub window: usize,
+    pub inflight_depths_max: usize,
     /// Transfers per block at most.
-    pub max_batch: usize,
+    pub batch_transfers_max: usize,
 }
 
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            delay_min: 20,
-            delay_max: 100,
-            heartbeat: 100,
-            leader_timeout: 1000,
-            resend: 250,
-            window: 8,
-            max_batch: 4096,
+            delay_min_ms: 20,
+            delay_max_ms: 100,
+            heartbeat_ms: 100,
+            leader_timeout_ms: 1000,
+            resend_ms: 250,
+            inflight_depths_max: 8,
+            batch_transfers_max: 4096,
         }
     }
 }
@@ -520,14 +520,18 @@ impl Core {
     }
 
     fn random_delay(&mut self) -> u64 {
-        let span = self.timing.delay_max.saturating_sub(self.timing.delay_min) + 1;
-        self.timing.delay_min + rand_next(&mut self.rng) % span
+        let span = self
+            .timing
+            .delay_max_ms
+            .saturating_sub(self.timing.delay_min_ms)
+            + 1;
+        self.timing.delay_min_ms + rand_next(&mut self.rng) % span
     }
 
     fn leader_alive(&self) -> bool {
         match self.leader {
             Some(b) if b.node == self.id => self.is_leader(),
-            Some(_) => self.now < self.heard_leader_at + self.timing.leader_timeout,
+            Some(_) => self.now < self.heard_leader_at + self.timing.leader_timeout_ms,
             None => false,
         }
     }
@@ -593,7 +597,7 @@ impl Core {
         match self.role {
             Role::Leader(_) => self.lead(out),
             Role::Candidate(ref c) => {
-                let expired = self.now >= c.started + self.timing.leader_timeout;
+                let expired = self.now >= c.started + self.timing.leader_timeout_ms;
                 if expired {
                     self.log(out, || "election timed out".to_string());
                     self.role = Role::Follower;

@@ -639,7 +639,7 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
     assert_eq!(errors(&c.transfer(2, 0, 1)), 1);
     // After a leader timeout it asks its peers and recovers a safe floor.
     c.run(2000);
-    let floor = 1 + Timing::default().window as u64;
+    let floor = 1 + Timing::default().inflight_depths_max as u64;
     assert_eq!(c.lines_with(2, "recovered: "), 1, "{:?}", c.lines[2]);
     assert!(c.core(2).promised() >= leader_ballot);
     assert!(c.disks[2].records.contains(&Record::VoteFloor(floor)));
@@ -732,7 +732,7 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
 
 #[test]
 fn an_origin_offers_the_leader_one_window_at_a_time() {
-    let window = 4 * Timing::default().max_batch;
+    let window = 4 * Timing::default().batch_transfers_max;
     let mut core = Core::recover(params(1, 3), Ledger::new(3, 1 << 40), []);
     let mut out = Vec::new();
     core.handle(

@@ -974,13 +974,13 @@ fn random_timing(rng: &mut Rng) -> Timing {
     let heartbeat = rng.range(20, 100);
     let delay_min = rng.range(5, 20);
     Timing {
-        delay_min,
-        delay_max: delay_min + rng.range(50, 100),
-        heartbeat,
-        leader_timeout: heartbeat * rng.range(3, 10),
-        resend: rng.range(50, 250),
-        window: rng.range(1, 8) as usize,
-        max_batch: rng.range(1, 8) as usize,
+        delay_min_ms: delay_min,
+        delay_max_ms: delay_min + rng.range(50, 100),
+        heartbeat_ms: heartbeat,
+        leader_timeout_ms: heartbeat * rng.range(3, 10),
+        resend_ms: rng.range(50, 250),
+        inflight_depths_max: rng.range(1, 8) as usize,
+        batch_transfers_max: rng.range(1, 8) as usize,
     }
 }
 
