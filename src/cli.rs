@@ -127,6 +127,7 @@ impl InitOptions {
         if opts.base_port as usize + opts.nodes > 65536 {
             return Err("--base-port leaves no room for every node's port".to_string());
         }
+        config::check_supply(opts.nodes, opts.balance)?;
         Ok(opts)
     }
 }
@@ -245,5 +246,11 @@ mod tests {
             .unwrap_err()
             .contains("unknown flag"));
         assert!(InitOptions::parse(args("--base-port 65535")).is_err());
+        assert!(
+            InitOptions::parse(args("--nodes 3 --balance 18446744073709551605"))
+                .unwrap_err()
+                .contains("more money than a 64-bit balance holds")
+        );
+        assert!(InitOptions::parse(args("--nodes 3 --balance 6148914691236517205")).is_ok());
     }
 }
