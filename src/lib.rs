@@ -8,6 +8,7 @@
 //! - `storage`: the append-only chain and write-ahead log on disk, with checksums.
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
 //! - `node`: the event loop that joins them: one thread owns the state.
+//! - `lock`: one running node per node dir (a locked `node<ID>/lock` file).
 //! - `cli`, `audit`, `bench`: the `benmo` subcommands; `cluster`: real node processes for
 //!   the benchmark and the integration tests.
 //! - `sim`: a seeded deterministic simulation of a whole cluster, for testing the protocol.
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod ledger;
+pub mod lock;
 pub mod node;
 pub mod paxos;
 pub mod sim;
