@@ -347,8 +347,13 @@ fn compact(store: &mut Store, core: &Core) {
 }
 
 /// A node that cannot persist must not go on: it would acknowledge what it may forget.
+/// It is called before anything of the failed batch is sent or printed, and says so in one
+/// line. A record left half written (a full disk) is a torn tail, cut off on the next start.
 fn fatal(reason: &str) -> ! {
-    eprintln!("error: {reason}");
+    eprintln!(
+        "error: stopped: cannot save state ({reason}); nothing unsaved was acknowledged. \
+         Free space or fix the disk, then start the node again"
+    );
     std::process::exit(2);
 }
 
