@@ -288,20 +288,63 @@ await_exit() {
     return 1
 }
 
+# Refuses, before anything is changed, if any node process (whoever started it)
+# holds a node dir of $DIR: `benmo node` keeps node<i>/lock locked while it
+# runs. Without flock(1), `benmo init` and `benmo node` still refuse by
+# themselves, also before changing anything.
+check_locks() {
+    local f id pid rc
+    command -v flock >/dev/null 2>&1 || return 0
+    for f in "$DIR"/node*/lock; do
+        [[ -f $f ]] || continue
+        rc=0
+        flock -n -s -E 75 "$f" true 2>/dev/null || rc=$?
+        if ((rc == 75)); then
+            id=${f%/lock}
+            id=${id##*/node}
+            pid=$(tr -dc 0-9 <"$f" 2>/dev/null || true)
+            die "node $id of $DIR is running (pid ${pid:-unknown}); stop it first (nothing was changed)"
+        fi
+    done
+}
+
+# Refuses if a port is taken; arguments are pairs ID PORT. Nothing is changed.
+check_ports() {
+    local id port
+    while (($# >= 2)); do
+        id=$1
+        port=$2
+        shift 2
+        port_in_use "$port" &&
+            die "port $port (node $id) is already in use: another cluster? try --base-port (nothing was changed)"
+    done
+    return 0
+}
+
 cmd_start() {
-    local n=${1:-} ids id port
+    local n=${1:-} ids id port ports=()
     [[ -z $n || $n =~ ^[1-9][0-9]*$ ]] || die "bad node count '$n'"
     if [[ -f $(conf) ]]; then
         for id in $(node_ids); do
             running "$id" && die "node $id of $DIR is already running (scripts/cluster.sh --data $DIR stop first)"
         done
     fi
-    build
+    # Every check comes before the first change (init --force wipes the node dirs).
+    check_locks
     if ((KEEP)); then
         [[ -f $(conf) ]] || die "--keep: no cluster.conf in $DIR"
         mapfile -t ids < <(node_ids)
         [[ -z $n || $n == "${#ids[@]}" ]] || die "--keep: $DIR has ${#ids[@]} nodes, not $n"
+        for id in "${ids[@]}"; do
+            port=$(node_port "$id")
+            [[ -n $port ]] && ports+=("$id" "$port")
+        done
     else
+        for ((id = 0; id < ${n:-5}; id++)); do ports+=("$id" "$((BASE_PORT + id))"); done
+    fi
+    check_ports "${ports[@]}"
+    build
+    if ((!KEEP)); then
         n=${n:-5}
         mkdir -p "$DIR"
         local out
@@ -313,11 +356,6 @@ cmd_start() {
         ((${#ids[@]} == n)) || die "benmo init wrote ${#ids[@]} nodes to $(conf), not $n"
         for id in "${ids[@]}"; do : >"$(logf "$id")"; done
     fi
-    for id in "${ids[@]}"; do
-        port=$(node_port "$id")
-        [[ -n $port ]] && port_in_use "$port" &&
-            die "port $port (node $id) is already in use: another cluster? try --base-port"
-    done
     for id in "${ids[@]}"; do start_node "$id"; done
     if ! await_up "${ids[@]}"; then
         for id in "${ids[@]}"; do stop_node "$id" >/dev/null; done

@@ -98,9 +98,16 @@ fn audit_node(
             ledger.total()
         ));
     }
-    // Balances are unsigned and every applied transfer was checked, so none can be negative;
-    // say so explicitly rather than trust it.
-    assert!(ledger.balances.iter().all(|&b| b as u128 <= total));
+    // Balances are unsigned and every transfer was applied in checked arithmetic, so none
+    // can be negative or have wrapped; say so explicitly rather than trust it. Sums are u128,
+    // so adding up even u64::MAX-sized balances cannot overflow.
+    for (account, &b) in ledger.balances.iter().enumerate() {
+        if b as u128 > total {
+            problems.push(format!(
+                "node {id}: account {account} holds {b}, more than all the money there is ({total})"
+            ));
+        }
+    }
     Ok(NodeAudit {
         depth: ledger.depth,
         transfers: ledger.transfers,
@@ -127,5 +134,80 @@ pub fn main(data: &Path) -> i32 {
             println!("audit FAILED: {} problem(s)", problems.len());
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, Transfer};
+
+    /// A data dir whose every node holds the same chain: `moves` of (debit, credit, amount).
+    fn data_dir(nodes: usize, balance: u64, moves: &[(usize, usize, u64)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            balance,
+            addrs: (0..nodes)
+                .map(|i| format!("127.0.0.1:{}", 9000 + i))
+                .collect(),
+        };
+        std::fs::write(dir.path().join(config::CONFIG_FILE), config.render()).unwrap();
+        let mut ledger = Ledger::new(nodes, balance);
+        let blocks: Vec<_> = moves
+            .iter()
+            .map(|&(from, to, amount)| {
+                let id = TxId {
+                    node: from,
+                    seq: ledger.next_seq[from],
+                };
+                let t = Transfer {
+                    id,
+                    credit: to,
+                    amount,
+                };
+                let b = ledger.seal(from, &[t]);
+                assert_eq!(b.transfers.len(), 1, "{t} must fit");
+                ledger.apply(&b).unwrap();
+                b
+            })
+            .collect();
+        for id in 0..nodes {
+            let node = config::node_dir(dir.path(), id);
+            Store::create(&node).unwrap();
+            let mut store = Store::open(&node, nodes, balance, Some(id)).unwrap().store;
+            blocks.iter().for_each(|b| store.commit(b).unwrap());
+            store.sync().unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn large_balances_are_summed_without_overflow() {
+        // The largest supply init allows, almost all of it in one account at the end.
+        let b = u64::MAX / 3;
+        let dir = data_dir(3, b, &[(0, 1, b), (2, 1, b - 1)]);
+        let (s, notes) = audit(dir.path()).unwrap();
+        assert!(notes.is_empty());
+        assert_eq!(s.total, 3 * b as u128);
+        assert_eq!(s.total, u64::MAX as u128, "u64::MAX is divisible by 3");
+        assert_eq!(
+            (s.nodes, s.min_depth, s.max_depth, s.transfers),
+            (3, 2, 2, 2)
+        );
+    }
+
+    #[test]
+    fn a_config_whose_supply_overflows_is_refused() {
+        let dir = data_dir(3, 1, &[]);
+        let conf = dir.path().join(config::CONFIG_FILE);
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replace("balance 1\n", "balance 9223372036854775808\n"),
+        )
+        .unwrap();
+        let problems = audit(dir.path()).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("more money than a 64-bit balance holds"));
     }
 }

@@ -127,6 +127,7 @@ impl InitOptions {
         if opts.base_port as usize + opts.nodes > 65536 {
             return Err("--base-port leaves no room for every node's port".to_string());
         }
+        config::check_supply(opts.nodes, opts.balance)?;
         Ok(opts)
     }
 }
@@ -134,6 +135,8 @@ impl InitOptions {
 /// `benmo init`: writes the configuration, a key and every node's fresh state.
 pub fn init(opts: &InitOptions) -> Result<String, String> {
     let data = &opts.data;
+    // Held until init is done, so no node can start on a dir while it is wiped.
+    let _locks = lock_nodes(data)?;
     if let Some(depth) = committed_depth(data) {
         if !opts.force {
             return Err(format!(
@@ -192,6 +195,37 @@ fn committed_depth(data: &Path) -> Option<u64> {
     deepest
 }
 
+/// Refuses, naming the node and its PID, if a node is running on any node dir in `data`
+/// (`--force` or not); otherwise locks every node dir that has a lock file.
+fn lock_nodes(data: &Path) -> Result<Vec<crate::lock::DirLock>, String> {
+    let Ok(entries) = fs::read_dir(data) else {
+        return Ok(Vec::new()); // no data dir yet, or unreadable: creating it will say
+    };
+    let mut dirs: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let id = e.file_name().to_str()?.strip_prefix("node")?.parse().ok()?;
+            e.path().is_dir().then(|| (id, e.path()))
+        })
+        .collect();
+    dirs.sort();
+    let mut locks = Vec::new();
+    for (id, dir) in dirs {
+        match crate::lock::check(&dir) {
+            Ok(held) => locks.extend(held),
+            Err(e @ crate::lock::LockError::Busy { .. }) => {
+                return Err(format!(
+                    "node {id} is running on {} ({}); stop it before init, which would wipe it",
+                    dir.display(),
+                    e.holder()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(locks)
+}
+
 fn wipe_nodes(data: &Path) -> Result<(), String> {
     let entries = fs::read_dir(data).map_err(|e| format!("cannot read {}: {e}", data.display()))?;
     for entry in entries.flatten() {
@@ -245,5 +279,11 @@ mod tests {
             .unwrap_err()
             .contains("unknown flag"));
         assert!(InitOptions::parse(args("--base-port 65535")).is_err());
+        assert!(
+            InitOptions::parse(args("--nodes 3 --balance 18446744073709551605"))
+                .unwrap_err()
+                .contains("more money than a 64-bit balance holds")
+        );
+        assert!(InitOptions::parse(args("--nodes 3 --balance 6148914691236517205")).is_ok());
     }
 }

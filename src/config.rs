@@ -78,6 +78,7 @@ impl Config {
                 addrs.len()
             ));
         }
+        check_supply(addrs.len(), balance)?;
         Ok(Config { balance, addrs })
     }
 
@@ -106,6 +107,21 @@ impl Config {
         })?;
         Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// All the money there is, `nodes` × `balance`, must fit in a u64, the type of every
+/// balance and amount; then no account can ever overflow.
+pub fn check_supply(nodes: usize, balance: u64) -> Result<u64, String> {
+    u64::try_from(nodes)
+        .ok()
+        .and_then(|n| n.checked_mul(balance))
+        .ok_or_else(|| {
+            format!(
+                "{nodes} nodes × balance {balance} is more money than a 64-bit balance holds \
+                 (at most {} in all)",
+                u64::MAX
+            )
+        })
 }
 
 fn check_addr(addr: &str) -> Result<(), String> {
@@ -181,10 +197,28 @@ mod tests {
             ("balance 1\nnode 0 nohost\n", "line 2"),
             ("balance 1\nnode 0 h:99999\n", "line 2"),
             ("balance 1\nnodes 0 h:1\n", "line 2"),
+            (
+                "balance 9223372036854775808\nnode 0 h:1\nnode 1 h:2\nnode 2 h:3\n",
+                "more money than a 64-bit balance holds",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_total_supply_must_fit_in_a_u64() {
+        let max = u64::MAX;
+        assert_eq!(check_supply(3, max / 3), Ok(max / 3 * 3));
+        assert_eq!(check_supply(1, max), Ok(max));
+        assert!(check_supply(3, max / 3 + 1).is_err());
+        assert!(check_supply(3, 18446744073709551605).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("balance {max}\nnode 0 h:1\nnode 1 h:2\nnode 2 h:3\n");
+        fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        let err = Config::load(dir.path()).unwrap_err();
+        assert!(err.contains("cluster.conf: 3 nodes × balance"), "{err}");
     }
 
     #[test]

@@ -185,6 +185,15 @@ pub enum LedgerError {
         id: TxId,
         balance: u64,
     },
+    /// Crediting would take the account past `u64::MAX`. `benmo init` and `Config` keep the
+    /// total supply within a u64, so only a forged or damaged block can get here.
+    CreditOverflow {
+        id: TxId,
+        credit: NodeId,
+        balance: u64,
+    },
+    /// The origin has used every sequence number.
+    SequenceOverflow(TxId),
 }
 
 impl fmt::Display for LedgerError {
@@ -213,6 +222,21 @@ impl fmt::Display for LedgerError {
                 write!(
                     f,
                     "transfer {id} overdraws account {} (balance {balance})",
+                    id.node
+                )
+            }
+            LedgerError::CreditOverflow {
+                id,
+                credit,
+                balance,
+            } => write!(
+                f,
+                "transfer {id} would overflow account {credit} (balance {balance})"
+            ),
+            LedgerError::SequenceOverflow(id) => {
+                write!(
+                    f,
+                    "transfer {id} exhausts node {}'s sequence numbers",
                     id.node
                 )
             }
@@ -249,6 +273,12 @@ impl Ledger {
 
     /// Checks one transfer against the current state.
     pub fn check(&self, t: &Transfer) -> Result<(), LedgerError> {
+        self.rules(t)?;
+        self.settle(t).map(|_| ())
+    }
+
+    /// Every rule but the arithmetic (see `settle`).
+    fn rules(&self, t: &Transfer) -> Result<(), LedgerError> {
         let n = self.balances.len();
         if t.debit() >= n {
             return Err(LedgerError::UnknownNode(t.debit()));
@@ -266,36 +296,54 @@ impl Ledger {
         if t.id.seq != expected {
             return Err(LedgerError::OutOfSequence { id: t.id, expected });
         }
-        let balance = self.balances[t.debit()];
-        if t.amount > balance {
-            return Err(LedgerError::Overdraft { id: t.id, balance });
-        }
         Ok(())
     }
 
-    /// Applies one transfer that `check` accepted.
-    fn apply_transfer(&mut self, t: &Transfer) {
-        self.balances[t.debit()] -= t.amount;
-        self.balances[t.credit] += t.amount;
-        self.next_seq[t.debit()] += 1;
-        self.transfers += 1;
+    /// The debit's new balance, the credit's and the origin's next sequence number, all in
+    /// checked arithmetic: money never wraps.
+    fn settle(&self, t: &Transfer) -> Result<(u64, u64, u64), LedgerError> {
+        let balance = self.balances[t.debit()];
+        let debit = balance
+            .checked_sub(t.amount)
+            .ok_or(LedgerError::Overdraft { id: t.id, balance })?;
+        let balance = self.balances[t.credit];
+        let credit = balance
+            .checked_add(t.amount)
+            .ok_or(LedgerError::CreditOverflow {
+                id: t.id,
+                credit: t.credit,
+                balance,
+            })?;
+        let next = t.id.seq.checked_add(1);
+        Ok((
+            debit,
+            credit,
+            next.ok_or(LedgerError::SequenceOverflow(t.id))?,
+        ))
+    }
+
+    /// Checks and applies one transfer; on error nothing changes.
+    fn apply_transfer(&mut self, t: &Transfer) -> Result<(), LedgerError> {
+        self.rules(t)?;
+        let (debit, credit, next) = self.settle(t)?;
+        self.balances[t.debit()] = debit;
+        self.balances[t.credit] = credit;
+        self.next_seq[t.debit()] = next;
+        // A statistic that no rule depends on: it saturates rather than wraps.
+        self.transfers = self.transfers.saturating_add(1);
+        Ok(())
     }
 
     /// Turns a decided batch into the next block. Transfers that no longer fit (a duplicate
-    /// of one already committed, a gap in an origin's sequence) are left out; every node
-    /// seals the same batch on the same state, so every node leaves out the same ones.
+    /// of one already committed, a gap in an origin's sequence, an overdraft or a credit past
+    /// `u64::MAX`) are left out; every node seals the same batch on the same state, so every
+    /// node leaves out the same ones.
     /// Their origins still hold them in their queues and will offer them again.
     pub fn seal(&self, proposer: NodeId, batch: &[Transfer]) -> Block {
         let mut scratch = self.clone();
         let transfers: Vec<Transfer> = batch
             .iter()
-            .filter(|t| {
-                let ok = scratch.check(t).is_ok();
-                if ok {
-                    scratch.apply_transfer(t);
-                }
-                ok
-            })
+            .filter(|t| scratch.apply_transfer(t).is_ok())
             .copied()
             .collect();
         let depth = self.depth + 1;
@@ -326,8 +374,7 @@ impl Ledger {
         }
         let mut next = self.clone();
         for t in &block.transfers {
-            next.check(t)?;
-            next.apply_transfer(t);
+            next.apply_transfer(t)?;
         }
         next.depth = block.depth;
         next.head = block.hash;
@@ -427,6 +474,72 @@ mod tests {
                 got: 1
             })
         );
+    }
+
+    /// A block whose credit would take a balance past u64::MAX, hashed correctly.
+    fn forged(l: &Ledger, transfers: &[Transfer]) -> Block {
+        let hash = Block::compute_hash(l.depth + 1, &l.head, 0, transfers);
+        Block {
+            depth: l.depth + 1,
+            prev: l.head,
+            proposer: 0,
+            transfers: transfers.to_vec(),
+            hash,
+        }
+    }
+
+    #[test]
+    fn a_block_whose_credit_would_overflow_is_rejected_and_changes_nothing() {
+        // A supply of 3 × u64::MAX cannot come from `benmo init`, but a ledger must not
+        // wrap even if handed one.
+        let mut l = Ledger::new(3, u64::MAX);
+        let before = l.clone();
+        let over = tx(0, 1, 1, 1);
+        assert_eq!(
+            l.check(&over),
+            Err(LedgerError::CreditOverflow {
+                id: over.id,
+                credit: 1,
+                balance: u64::MAX
+            })
+        );
+        let block = forged(&l, &[over]);
+        let err = l.apply(&block).unwrap_err();
+        assert!(
+            err.to_string().contains("would overflow account 1"),
+            "{err}"
+        );
+        assert_eq!(l, before, "a rejected block changes nothing");
+        // Also when the overflow comes after a transfer that is fine on its own.
+        let mut l = Ledger::new(3, u64::MAX - 5);
+        let before = l.clone();
+        let block = forged(&l, &[tx(0, 1, 1, 5), tx(2, 1, 1, 1)]);
+        assert!(matches!(
+            l.apply(&block),
+            Err(LedgerError::CreditOverflow { .. })
+        ));
+        assert_eq!(l, before);
+        // Sealing leaves the overflowing transfer out, the same on every node.
+        let sealed = l.seal(0, &[tx(0, 1, 1, 5), tx(2, 1, 1, 1)]);
+        assert_eq!(sealed.transfers, vec![tx(0, 1, 1, 5)]);
+        l.apply(&sealed).unwrap();
+        assert_eq!(l.balances, vec![u64::MAX - 10, u64::MAX, u64::MAX - 5]);
+        assert_eq!(
+            l.total(),
+            3 * (u64::MAX as u128) - 15,
+            "summed without wrapping"
+        );
+    }
+
+    #[test]
+    fn exhausted_sequence_numbers_are_rejected() {
+        let mut l = Ledger::new(3, 100);
+        l.next_seq[0] = u64::MAX;
+        let last = tx(0, u64::MAX, 1, 1);
+        assert_eq!(l.check(&last), Err(LedgerError::SequenceOverflow(last.id)));
+        let before = l.clone();
+        assert!(l.apply(&forged(&l, &[last])).is_err());
+        assert_eq!(l, before);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `storage`: the append-only chain and write-ahead log on disk, with checksums.
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
 //! - `node`: the event loop that joins them: one thread owns the state.
+//! - `lock`: one running node per node dir (a locked `node<ID>/lock` file).
 //! - `cli`, `audit`, `bench`: the `benmo` subcommands.
 //! - `testing`: the seeded simulator and the real-process cluster harness (test machinery).
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod ledger;
+pub mod lock;
 pub mod node;
 pub mod paxos;
 pub mod storage;

@@ -9,6 +9,7 @@ use crate::cli::{self, Args};
 use crate::commands::{self, Parsed};
 use crate::config::{self, Config};
 use crate::ledger::NodeId;
+use crate::lock;
 use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
 use crate::storage::Store;
 use crate::transport::Transport;
@@ -84,6 +85,8 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         ));
     }
     let dir = config::node_dir(&opts.data, id);
+    // Held until the process ends: nothing below touches the dir without it.
+    let _owner = own_dir(&dir, id)?;
     let votes_lost = opts.recover && recover(&dir, &config, id)?;
     let mut opened =
         Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
@@ -141,6 +144,22 @@ fn spawn_local_inputs(stdin: LineReader) -> Result<Receiver<Local>, String> {
         .spawn(move || read_commands(stdin, tx, interactive))
         .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
     Ok(rx)
+}
+
+/// One process per node dir: locks `dir/lock` (see `lock`), or says which process has it.
+/// A dir that does not exist is left for `Store::open` to report as not initialised.
+fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, String> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    lock::acquire(dir).map(Some).map_err(|e| match e {
+        lock::LockError::Busy { .. } => format!(
+            "node {id} is already running ({}, which holds {}); stop it first",
+            e.holder(),
+            dir.join(lock::LOCK_FILE).display()
+        ),
+        e => e.to_string(),
+    })
 }
 
 /// `--recover`: moves damaged files aside, keeping their good records. Returns whether
@@ -328,8 +347,13 @@ fn compact(store: &mut Store, core: &Core) {
 }
 
 /// A node that cannot persist must not go on: it would acknowledge what it may forget.
+/// It is called before anything of the failed batch is sent or printed, and says so in one
+/// line. A record left half written (a full disk) is a torn tail, cut off on the next start.
 fn fatal(reason: &str) -> ! {
-    eprintln!("error: {reason}");
+    eprintln!(
+        "error: stopped: cannot save state ({reason}); nothing unsaved was acknowledged. \
+         Free space or fix the disk, then start the node again"
+    );
     std::process::exit(2);
 }
 

@@ -256,7 +256,18 @@ fn node_refuses_to_start_with_one_line_reasons() {
     let (ok, text) = benmo(&["node", "3"], dir.path());
     assert!(!ok && text.contains("out of range"), "{text}");
     c.start(0).unwrap();
+    // Its node dir is taken (tests/setup_lock.rs has more).
     let (ok, text) = benmo(&["node", "0"], dir.path());
+    assert!(!ok && text.contains("already running"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    // Its port is taken.
+    let conf = std::fs::read_to_string(dir.path().join("cluster.conf")).unwrap();
+    let addr = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("node 1 "))
+        .unwrap();
+    let _squatter = std::net::TcpListener::bind(addr.trim()).unwrap();
+    let (ok, text) = benmo(&["node", "1"], dir.path());
     assert!(!ok && text.contains("cannot listen"), "{text}");
     assert_eq!(text.trim().lines().count(), 1, "{text}");
 }
