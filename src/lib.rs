@@ -23,4 +23,5 @@ pub mod node;
 pub mod paxos;
 pub mod sim;
 pub mod storage;
+pub mod trace;
 pub mod transport;
