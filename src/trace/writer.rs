@@ -178,11 +178,16 @@ impl Drop for TraceWriter {
 /// The length of the longest prefix of `buf` that ends a line and fits in `room` bytes.
 fn lines_within(buf: &[u8], room: usize) -> usize {
     let window = &buf[..room.min(buf.len())];
-    window.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+    window
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
 }
 
 fn first_line_len(buf: &[u8]) -> usize {
-    buf.iter().position(|&b| b == b'\n').map_or(buf.len(), |i| i + 1)
+    buf.iter()
+        .position(|&b| b == b'\n')
+        .map_or(buf.len(), |i| i + 1)
 }
 
 fn ends_with_newline(file: &mut File) -> io::Result<bool> {
