@@ -10,7 +10,8 @@
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
 //! - `node`: the event loop that joins them: one thread owns the state.
 //! - `lock`: one running node per node dir (a locked `node<ID>/lock` file).
-//! - `cli`, `audit`, `bench`: the `benmo` subcommands.
+//! - `cli`, `audit`, `bench`, `trace`: the `benmo` subcommands (`trace` also writes each
+//!   node's bounded message trace and draws a round as a sequence diagram).
 //! - `testing`: the seeded simulator and the real-process cluster harness (test machinery).
 
 pub mod audit;
@@ -24,4 +25,5 @@ pub mod node;
 pub mod paxos;
 pub mod storage;
 pub mod testing;
+pub mod trace;
 pub mod transport;

@@ -11,6 +11,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let command = words.remove(0);
+    if command == "trace" {
+        return benmo::trace::main(words);
+    }
     let args = Args::new(words);
     let result = match command.as_str() {
         "init" => InitOptions::parse(args)
