@@ -4,6 +4,7 @@
 //! - `ledger`: transfers, hash-linked blocks and the rules of a valid chain (pure).
 //! - `paxos`: the whole protocol as a deterministic state machine: events in, actions out (pure).
 //! - `commands`: parsing the stdin commands.
+//! - `human`: "did you mean" suggestions and OS errors in words.
 //! - `config`: the cluster configuration, the cluster key and the data directory layout.
 //! - `storage`: the append-only chain and write-ahead log on disk, with checksums.
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod human;
 pub mod ledger;
 pub mod node;
 pub mod paxos;
