@@ -18,18 +18,24 @@ subcommands:
                         N nodes (default 5, or every node of cluster.conf with
                         --keep); returns once every node answers status
   send ID COMMAND...    write one command line to node ID's stdin
-  ask ID COMMAND...     send a command and print the node's reply lines
+  ask ID COMMAND...     send a command and print the node's reply lines;
+                        non-zero if the reply holds an 'error:' line
   crash ID              send crashNode to node ID and wait until it has exited
   kill ID               kill -9 node ID (by its recorded pid)
   restart ID            start node ID again on the same data
-  sever A B             cut the link between nodes A and B (both sides)
-  restore A B           restore the link between nodes A and B (both sides)
+  sever A B             cut the link between nodes A and B (both sides);
+                        prints e.g. 'severed 3-0'
+  restore A B           restore the link between nodes A and B (both sides);
+                        prints e.g. 'restored 3-0'
   wait [SECONDS] [ID...]
                         wait (default 30 s) until the running nodes (or the
                         given ones) all report the same depth and head and no
                         queued transfers; non-zero on timeout, naming laggards
   status                one line per node: running/stopped, pid, status line
   logs ID               print node ID's log
+  logs -f [ID...]       follow every node's log (or the given ones) merged,
+                        each line prefixed with its node ('node3 | ...'),
+                        until Ctrl-C
   audit                 run benmo audit on the data dir
   stop                  end the nodes this script started, and nothing else
 
@@ -40,6 +46,8 @@ everything is the command):
   --keep                'start' reuses the existing data dir instead of wiping it
   --delay MIN..MAX      random wait before a node runs for leader (e.g. 20s..60s)
   --verbose             pass --verbose to each node started
+  --classroom           pass --classroom to each node started (slow, by-hand pace)
+  --phase-delay D       pass --phase-delay D (e.g. 2s) to each node; needs --classroom
   -h, --help            this text
 
 State (all in the data dir): node<i>.pid, node<i>.fifo (the node's stdin),
@@ -58,6 +66,8 @@ BASE_PORT=7100
 KEEP=0
 DELAY=""
 VERBOSE=0
+CLASSROOM=0
+PHASE_DELAY=""
 ARGS=()
 
 # Flags may come anywhere, except inside the command of `send ID ...`/`ask ID ...`.
@@ -70,8 +80,11 @@ while (($#)); do
         --base-port=*) BASE_PORT=${1#*=}; shift ;;
         --delay) (($# >= 2)) || die "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
         --delay=*) DELAY=${1#*=}; shift ;;
+        --phase-delay) (($# >= 2)) || die "--phase-delay needs a duration"; PHASE_DELAY=$2; shift 2 ;;
+        --phase-delay=*) PHASE_DELAY=${1#*=}; shift ;;
         --keep) KEEP=1; shift ;;
         --verbose) VERBOSE=1; shift ;;
+        --classroom) CLASSROOM=1; shift ;;
         --) shift; ARGS+=("$@"); break ;;
         *)
             ARGS+=("$1")
@@ -219,6 +232,8 @@ start_node() {
     local args=(node "$id" --data "$DIR")
     [[ -n $DELAY ]] && args+=(--delay "$DELAY")
     ((VERBOSE)) && args+=(--verbose)
+    ((CLASSROOM)) && args+=(--classroom)
+    [[ -n $PHASE_DELAY ]] && args+=(--phase-delay "$PHASE_DELAY")
     # stdin is the FIFO opened read-write: the node holds a writer itself, so it
     # never sees EOF, and writing to the FIFO never blocks while it runs.
     # setsid (when present) keeps terminal signals such as Ctrl-C away from it.
@@ -428,7 +443,10 @@ cmd_ask() {
     for ((i = 0; i < 200; i++)); do
         if reply=$(reply_after "$id" "$off" "$nstat"); then
             # The reply: every line before the sentinel status line.
-            sed '/^@@ /d' <<<"$reply"
+            reply=$(sed '/^@@ /d' <<<"$reply")
+            [[ -n $reply ]] && printf '%s\n' "$reply"
+            # A refused command makes the script fail, so callers can rely on $?.
+            if grep -q '^error:' <<<"$reply"; then return 1; fi
             return 0
         fi
         running "$id" || {
@@ -438,6 +456,67 @@ cmd_ask() {
         sleep 0.05
     done
     die "node $id did not answer within 10 s"
+}
+
+# Sends severLink/restoreLink ($1) at both ends of the link $2-$3 and says
+# what changed.
+cmd_link() {
+    local verb=$1 a=$2 b=$3 done=() reply side x y
+    for side in "$a $b" "$b $a"; do
+        read -r x y <<<"$side"
+        if ! running "$x"; then
+            echo "cluster.sh: node $x is not running; its side of the link is unchanged" >&2
+        elif reply=$(cmd_ask "$x" "$verb" "$y"); then
+            done+=("$x")
+        else
+            printf 'node %s: %s\n' "$x" "$reply" >&2
+        fi
+    done
+    local word=severed
+    [[ $verb == restoreLink ]] && word=restored
+    case ${#done[@]} in
+        2) echo "$word $a-$b" ;;
+        1) echo "$word $a-$b at node ${done[0]} only"; return 1 ;;
+        *) return 1 ;;
+    esac
+}
+
+# Prefixes each line of tail -v output with its node, padded to $1 columns.
+# A bash loop rather than awk: mawk buffers a pipe and would hold lines back.
+prefix_lines() {
+    local width=$1 line name=node blanks=0
+    while IFS= read -r line; do
+        if [[ $line =~ ^==\>\ .*node([0-9]+)\.log\ \<==$ ]]; then
+            printf -v name '%-*s' "$width" "node${BASH_REMATCH[1]}"
+            blanks=0 # tail's blank line before a header is not the log's
+        elif [[ -z $line ]]; then
+            blanks=$((blanks + 1))
+        else
+            for (( ; blanks > 0; blanks--)); do printf '%s |\n' "$name"; done
+            printf '%s | %s\n' "$name" "$line"
+        fi
+    done
+}
+
+# Follows the logs of nodes $@ (default all), each line prefixed with its node,
+# until interrupted. Ends exactly the tail and awk it started.
+FOLLOW_PIDS=()
+cmd_follow() {
+    local ids=("$@") files=() id fd width=5
+    ((${#ids[@]})) || mapfile -t ids < <(node_ids)
+    for id in "${ids[@]}"; do
+        files+=("$(logf "$id")")
+        ((${#id} + 4 > width)) && width=$((${#id} + 4))
+    done
+    # tail -v names each file in a '==> FILE <==' header when it switches files.
+    exec {fd}< <(exec tail -v -n +1 -F -- "${files[@]}" 2>/dev/null)
+    FOLLOW_PIDS+=("$!")
+    prefix_lines "$width" <&"$fd" &
+    FOLLOW_PIDS+=("$!")
+    exec {fd}<&-
+    trap 'kill "${FOLLOW_PIDS[@]}" 2>/dev/null; exit 0' INT TERM
+    wait "${FOLLOW_PIDS[-1]}" || true
+    kill "${FOLLOW_PIDS[@]}" 2>/dev/null || true
 }
 
 cmd_status() {
@@ -509,17 +588,7 @@ case $sub in
         [[ $1 != "$2" ]] || die "$sub: A and B must differ"
         verb=severLink
         [[ $sub == restore ]] && verb=restoreLink
-        ok=0
-        for pair in "$1 $2" "$2 $1"; do
-            read -r a b <<<"$pair"
-            if running "$a"; then
-                send_line "$a" "$verb $b"
-            else
-                echo "cluster.sh: node $a is not running; its side of the link is unchanged" >&2
-                ok=1
-            fi
-        done
-        exit "$ok"
+        cmd_link "$verb" "$1" "$2"
         ;;
     wait)
         cmd_wait "$@"
@@ -529,7 +598,13 @@ case $sub in
         cmd_status
         ;;
     logs)
-        (($# == 1)) || die "usage: logs ID"
+        if [[ ${1:-} == -f || ${1:-} == --follow ]]; then
+            shift
+            for id in "$@"; do check_id "$id"; done
+            cmd_follow "$@"
+            exit 0
+        fi
+        (($# == 1)) || die "usage: logs ID, or logs -f [ID...]"
         check_id "$1"
         cat "$(logf "$1")"
         ;;

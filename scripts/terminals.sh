@@ -8,7 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() {
     cat <<EOF
 usage: scripts/terminals.sh [--fresh] [--data DIR] [--nodes N] [--base-port P]
-                            [--delay MIN..MAX] [--session NAME] [--no-attach]
+                            [--delay MIN..MAX] [--verbose] [--classroom]
+                            [--phase-delay D] [--session NAME] [--no-attach]
 
 Opens a tmux session with one window of N tiled panes (default 5), each
 running 'benmo node i' in the foreground: type commands (help, moneyTransfer,
@@ -22,6 +23,9 @@ When a node exits (crashNode), press Enter in its pane to restart it.
   --nodes N           nodes of a new cluster (default 5)
   --base-port P       first port of a new cluster (node i on P+i; default 7100)
   --delay MIN..MAX    random wait before a node runs for leader (e.g. 20s..60s)
+  --verbose           every node prints each Paxos phase
+  --classroom         every node runs at the slow, by-hand classroom pace
+  --phase-delay D     pause D (e.g. 2s) between Paxos phases; needs --classroom
   --session NAME      tmux session name (default: benmo)
   --no-attach         create the session but do not attach to it
   -h, --help          this text
@@ -40,6 +44,7 @@ FRESH=0
 NODES=5
 BASE_PORT=7100
 DELAY=""
+NODE_FLAGS=()
 SESSION=benmo
 ATTACH=1
 while (($#)); do
@@ -50,6 +55,10 @@ while (($#)); do
         --nodes) (($# >= 2)) || die "--nodes needs a number"; NODES=$2; shift 2 ;;
         --base-port) (($# >= 2)) || die "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
         --delay) (($# >= 2)) || die "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
+        --delay=*) DELAY=${1#*=}; shift ;;
+        --verbose | --classroom) NODE_FLAGS+=("$1"); shift ;;
+        --phase-delay) (($# >= 2)) || die "--phase-delay needs a duration"; NODE_FLAGS+=("$1" "$2"); shift 2 ;;
+        --phase-delay=*) NODE_FLAGS+=(--phase-delay "${1#*=}"); shift ;;
         --session) (($# >= 2)) || die "--session needs a name"; SESSION=$2; shift 2 ;;
         --no-attach) ATTACH=0; shift ;;
         *) echo "terminals.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -102,8 +111,7 @@ mapfile -t IDS < <(awk '$1 == "node" && $2 ~ /^[0-9]+$/ { print $2 }' "$DIR/clus
 # A node's pane: the node in the foreground, and a restart prompt when it exits.
 pane_cmd() {
     local id=$1 node
-    node=$(printf '%q ' "$BIN" node "$id" --data "$DIR")
-    [[ -n $DELAY ]] && node+=$(printf -- '--delay %q' "$DELAY")
+    node=$(printf '%q ' "$BIN" node "$id" --data "$DIR" ${DELAY:+--delay "$DELAY"} "${NODE_FLAGS[@]}")
     printf 'while :; do %s; echo; read -r -p %q || break; done' \
         "$node" "node $id stopped: press Enter to start it again, Ctrl-D to close this pane "
 }

@@ -42,7 +42,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Status polling interval while waiting for convergence; bounds the throughput error.
 const POLL: Duration = Duration::from_millis(10);
 
-struct Options {
+/// The flags of `benmo bench` (see `cli::BENCH_HELP`).
+pub struct Options {
     nodes: usize,
     transfers: u64,
     unloaded: u64,
@@ -52,7 +53,8 @@ struct Options {
 }
 
 impl Options {
-    fn parse(mut args: Args) -> Result<Options, String> {
+    /// Errors are usage errors.
+    pub fn parse(mut args: Args) -> Result<Options, String> {
         let opts = Options {
             nodes: args.parsed("--nodes", 5)?,
             transfers: args.parsed("--transfers", 1_000_000)?,
@@ -73,14 +75,13 @@ impl Options {
     }
 }
 
-pub fn main(args: Args) -> Result<(), String> {
-    let opts = Options::parse(args)?;
+pub fn run(opts: &Options) -> Result<(), String> {
     let scratch = Scratch::new(opts.data.clone())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find benmo itself: {e}"))?;
     if opts.append {
         return storage_bench(&exe, scratch.path());
     }
-    cluster_bench(&opts, &exe, scratch.path())
+    cluster_bench(opts, &exe, scratch.path())
 }
 
 // ----- the data directory -----

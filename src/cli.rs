@@ -1,30 +1,161 @@
-//! Command-line flags for `benmo init`, `benmo node` and `benmo audit`, and `benmo init` itself.
+//! Command-line flags for `benmo init`, `benmo node`, `benmo audit` and `benmo bench`, their
+//! help texts, and `benmo init` itself.
+//!
+//! Conventions: `-h`/`--help` prints help to stdout and exits 0; a usage error is one line
+//! plus a hint on stderr and exit 2; a runtime error is `error: ...` on stderr and exit 1.
 
 use crate::config::{self, Config};
+use crate::human;
 use crate::storage::Store;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
-usage:
-  benmo init [--nodes N] [--balance B] [--data DIR] [--host H] [--base-port P] [--force]
-  benmo node [ID] [--data DIR] [--delay MIN..MAX] [--verbose] [--recover]
-  benmo audit [--data DIR]
-  benmo bench [--nodes N] [--transfers T] [--unloaded U] [--data DIR] [--base-port P]
-  benmo bench --append";
+usage: benmo COMMAND [FLAGS]
 
-/// Splits `--flag value` pairs and plain words, refusing unknown flags.
+A public transaction ledger kept consistent with Paxos.
+
+commands:
+  init      write a fresh cluster's configuration, key and empty node states
+  node      run one node; type commands into its stdin (help lists them)
+  audit     check every node's stored chain in a data dir
+  bench     measure throughput and latency of a local cluster
+  trace     draw the Paxos round that decided a depth, from the nodes' traces
+
+  benmo COMMAND --help    flags of one command, with defaults and an example
+  benmo --version         the version
+
+The data dir is ./data, or $BENMO_DATA when set, unless --data DIR is given.
+Exit status: 0 success, 1 runtime error, 2 usage error.";
+
+pub const INIT_HELP: &str = "\
+benmo init: write a fresh cluster's configuration, key and empty node states
+
+usage: benmo init [--nodes N] [--balance B] [--data DIR] [--host H] [--base-port P] [--force]
+
+flags:
+  --nodes N        number of nodes, odd (default 5)
+  --balance B      every account's opening balance (default 100)
+  --data DIR       where to write (default ./data, or $BENMO_DATA)
+  --host H         host written for every node (default 127.0.0.1)
+  --base-port P    node i listens on P+i (default 7100)
+  --force          wipe a data dir that already holds committed blocks (default off)
+  -h, --help       this text
+
+example:
+  benmo init --nodes 3 --data /tmp/benmo";
+
+pub const NODE_HELP: &str = "\
+benmo node: run one node of a cluster written by benmo init
+
+usage: benmo node [ID] [--data DIR] [--delay MIN..MAX] [--verbose] [--recover]
+                  [--classroom [--phase-delay DURATION]]
+
+With no ID it asks for one. Type commands into its stdin (help lists them);
+quit, exit or Ctrl-C stop it cleanly.
+
+flags:
+  --data DIR             the data dir (default ./data, or $BENMO_DATA)
+  --delay MIN..MAX       random wait before running for leader (default 20ms..100ms,
+                         or 20s..60s with --classroom)
+  --verbose              print every Paxos phase (default off)
+  --recover              move damaged state aside and rebuild from peers (default off)
+  --classroom            the seed's classroom pace, slow enough to follow by hand
+                         (default off)
+  --phase-delay DURATION pause between Paxos phases, e.g. 2s or 500ms; only with
+                         --classroom (default none)
+  -h, --help             this text
+
+example:
+  benmo node 0 --data /tmp/benmo --verbose";
+
+pub const AUDIT_HELP: &str = "\
+benmo audit: check every node's stored chain in a data dir
+
+Checks that each hash chain is intact, that all chains agree on their common prefix,
+that no transfer id appears twice and that money is conserved. Prints a one-line
+summary; exits 1, naming each violation, if a check fails.
+
+usage: benmo audit [--data DIR]
+
+flags:
+  --data DIR       the data dir (default ./data, or $BENMO_DATA)
+  -h, --help       this text
+
+example:
+  benmo audit --data /tmp/benmo";
+
+pub const BENCH_HELP: &str = "\
+benmo bench: measure throughput and latency of a local cluster
+
+Starts N real nodes on loopback, times unloaded and saturated transfers, prints a
+table and fails if the audit does or a transfer is lost or duplicated.
+--append measures storage alone instead.
+
+usage: benmo bench [--nodes N] [--transfers T] [--unloaded U] [--data DIR] [--base-port P]
+       benmo bench --append
+
+flags:
+  --nodes N        nodes, odd, at least 3 (default 5)
+  --transfers T    saturated transfers (default 1000000)
+  --unloaded U     unloaded transfers, one at a time (default 500)
+  --data DIR       an empty dir to run in, kept afterwards (default a temp dir)
+  --base-port P    node i listens on P+i (default free ports)
+  --append         measure appending and reopening the chain only (default off)
+  -h, --help       this text
+
+example:
+  benmo bench --nodes 3 --transfers 100000";
+
+/// Why a command did not succeed; it decides the exit status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fail {
+    /// The command line is wrong (exit 2): the reason and the command whose help to try.
+    Usage(String, &'static str),
+    /// The command ran and failed (exit 1).
+    Run(String),
+}
+
+impl Fail {
+    /// A usage error of `benmo <command>`.
+    pub fn usage(command: &'static str) -> impl Fn(String) -> Fail {
+        move |reason| Fail::Usage(reason, command)
+    }
+}
+
+/// The flags and plain words of one subcommand. `--flag=value` is the same as `--flag value`.
 pub struct Args {
     words: Vec<String>,
+    /// Every flag asked about so far, for "did you mean".
+    known: Vec<&'static str>,
 }
 
 impl Args {
     pub fn new(words: Vec<String>) -> Args {
-        Args { words }
+        let mut split = Vec::with_capacity(words.len());
+        for word in words {
+            match word.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    split.push(flag.to_string());
+                    split.push(value.to_string());
+                }
+                _ => split.push(word),
+            }
+        }
+        Args {
+            words: split,
+            known: Vec::new(),
+        }
+    }
+
+    /// Whether `-h` or `--help` was given.
+    pub fn help(&self) -> bool {
+        self.words.iter().any(|w| w == "-h" || w == "--help")
     }
 
     /// Removes `flag` and returns its value, if given.
-    pub fn value(&mut self, flag: &str) -> Result<Option<String>, String> {
+    pub fn value(&mut self, flag: &'static str) -> Result<Option<String>, String> {
+        self.known.push(flag);
         let Some(i) = self.words.iter().position(|w| w == flag) else {
             return Ok(None);
         };
@@ -35,7 +166,11 @@ impl Args {
         Ok(Some(self.words.remove(i)))
     }
 
-    pub fn parsed<T: std::str::FromStr>(&mut self, flag: &str, default: T) -> Result<T, String> {
+    pub fn parsed<T: std::str::FromStr>(
+        &mut self,
+        flag: &'static str,
+        default: T,
+    ) -> Result<T, String> {
         match self.value(flag)? {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| format!("{flag}: cannot read '{v}'")),
@@ -43,12 +178,14 @@ impl Args {
     }
 
     /// Removes a bare `flag` and says whether it was there.
-    pub fn switch(&mut self, flag: &str) -> bool {
+    pub fn switch(&mut self, flag: &'static str) -> bool {
+        self.known.push(flag);
         let before = self.words.len();
         self.words.retain(|w| w != flag);
         self.words.len() != before
     }
 
+    /// `--data DIR`, else the default data dir.
     pub fn data(&mut self) -> Result<PathBuf, String> {
         Ok(self
             .value("--data")?
@@ -57,8 +194,10 @@ impl Args {
 
     /// What is left must be at most `max` plain words.
     pub fn rest(self, max: usize) -> Result<Vec<String>, String> {
-        if let Some(flag) = self.words.iter().find(|w| w.starts_with("--")) {
-            return Err(format!("unknown flag {flag}"));
+        let is_flag = |w: &&String| w.starts_with('-') && w.len() > 1;
+        if let Some(flag) = self.words.iter().find(is_flag) {
+            let hint = human::suggestion(flag, &self.known);
+            return Err(format!("unknown flag {flag}{hint}"));
         }
         if self.words.len() > max {
             return Err(format!("unexpected argument '{}'", self.words[max]));
@@ -70,21 +209,26 @@ impl Args {
 /// The narrowest `--delay` range accepted.
 pub const MIN_DELAY_SPREAD: u64 = 10;
 
+/// Milliseconds in `500ms`, `2s` or `20` (milliseconds).
+pub fn parse_duration(s: &str) -> Option<u64> {
+    if let Some(n) = s.strip_suffix("ms") {
+        n.parse().ok()
+    } else if let Some(n) = s.strip_suffix('s') {
+        n.parse::<u64>().ok()?.checked_mul(1000)
+    } else {
+        s.parse().ok()
+    }
+}
+
 /// Parses `20ms..100ms`, `20s..60s` or `20..100` (milliseconds).
 pub fn parse_delay(text: &str) -> Result<(u64, u64), String> {
     let bad =
         || format!("--delay: expected MIN..MAX such as 20ms..100ms or 20s..60s, not '{text}'");
     let (lo, hi) = text.split_once("..").ok_or_else(bad)?;
-    let ms = |s: &str| -> Option<u64> {
-        if let Some(n) = s.strip_suffix("ms") {
-            n.parse().ok()
-        } else if let Some(n) = s.strip_suffix('s') {
-            n.parse::<u64>().ok()?.checked_mul(1000)
-        } else {
-            s.parse().ok()
-        }
-    };
-    let (lo, hi) = (ms(lo).ok_or_else(bad)?, ms(hi).ok_or_else(bad)?);
+    let (lo, hi) = (
+        parse_duration(lo).ok_or_else(bad)?,
+        parse_duration(hi).ok_or_else(bad)?,
+    );
     if lo > hi {
         return Err(bad());
     }
@@ -285,5 +429,19 @@ mod tests {
                 .contains("more money than a 64-bit balance holds")
         );
         assert!(InitOptions::parse(args("--nodes 3 --balance 6148914691236517205")).is_ok());
+    }
+
+    #[test]
+    fn equals_form_help_and_suggestions() {
+        let o = InitOptions::parse(args("--nodes=3 --data=/tmp/x=y")).unwrap();
+        assert_eq!((o.nodes, o.data), (3, PathBuf::from("/tmp/x=y")));
+        assert!(args("--nodes 3 -h").help());
+        let err = InitOptions::parse(args("--node 3")).unwrap_err();
+        assert!(err.contains("did you mean --nodes?"), "{err}");
+        let err = InitOptions::parse(args("-x")).unwrap_err();
+        assert!(err.contains("unknown flag -x"), "{err}");
+        assert_eq!(parse_duration("2s"), Some(2000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("soon"), None);
     }
 }

@@ -1,5 +1,7 @@
-//! The stdin commands: parsing one line into a `Command`, and the help text.
+//! The stdin commands: parsing one line into a `Command`, and the help text. Command names
+//! match case-insensitively; an unknown one gets a "did you mean" when one is close.
 
+use crate::human;
 use crate::ledger::NodeId;
 
 /// A command that the protocol core carries out.
@@ -24,7 +26,14 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     Command(Command),
+    /// `printBlockchain [full]`: the node prints short hashes unless `full`. Kept out of
+    /// `Command` so the core need not change; it still sees `Command::PrintBlockchain`.
+    Chain {
+        full: bool,
+    },
     Help,
+    /// `quit` or `exit`: stop cleanly, as Ctrl-C does.
+    Quit,
     /// A blank line.
     Nothing,
     /// A bare command whose arguments must be asked for, one prompt per argument.
@@ -51,23 +60,71 @@ impl Bare {
     /// The prompts, one per argument, in order.
     pub fn prompts(self) -> &'static [&'static str] {
         match self {
-            Bare::Transfer => &["Enter debit node", "Enter credit node", "Enter amount"],
-            Bare::Sever | Bare::Restore => &["Enter node to cut off"],
+            Bare::Transfer => &[
+                "Enter debit node (this node)",
+                "Enter credit node",
+                "Enter amount",
+            ],
+            Bare::Sever => &["Enter node to cut off"],
+            Bare::Restore => &["Enter node to reconnect"],
         }
+    }
+
+    /// Checks the answer to prompt `i` at once, so that a bad answer is reported before the
+    /// next prompt. `me` is this node and `nodes` the cluster size; the core checks again.
+    pub fn check_answer(
+        self,
+        i: usize,
+        answer: &str,
+        me: NodeId,
+        nodes: usize,
+    ) -> Result<(), String> {
+        if (self, i) == (Bare::Transfer, 2) {
+            return amount_of(answer).map(drop);
+        }
+        let id = node_id(answer)?;
+        if id >= nodes {
+            return Err(format!("unknown node {id} (nodes are 0..{})", nodes - 1));
+        }
+        if (self, i) == (Bare::Transfer, 0) && id != me {
+            return Err(format!(
+                "node {me} can only transfer from its own account {me}"
+            ));
+        }
+        Ok(())
     }
 }
 
 pub const HELP: &str = "\
-commands:
+commands (names in any case):
   moneyTransfer DEBIT CREDIT AMOUNT   queue a transfer from this node's account
-  printBlockchain                     every block: depth, hash, previous hash, proposer, transfers
+  printBlockchain [full]              every block: depth, hash, previous hash, proposer,
+                                      transfers (short hashes unless full)
   printBalance                        this node's account
   printBalances                       every account as this node knows it
   printQueue                          transfers queued here, not yet committed
   status                              depth, head, ballot, leader and links
   severLink ID / restoreLink ID       stop / resume exchanging messages with node ID
   crashNode                           exit at once, as a crash; restart resumes from disk
-  help                                this list";
+  quit, exit, Ctrl-C                  stop this node cleanly
+  help                                this list
+moneyTransfer, severLink and restoreLink typed alone ask for their values.";
+
+/// Every command name, as the help spells it.
+const NAMES: &[&str] = &[
+    "moneyTransfer",
+    "printBlockchain",
+    "printBalance",
+    "printBalances",
+    "printQueue",
+    "status",
+    "severLink",
+    "restoreLink",
+    "crashNode",
+    "help",
+    "quit",
+    "exit",
+];
 
 /// Longest line we look at; anything longer is refused without being parsed.
 pub const MAX_LINE: usize = 1024;
@@ -81,34 +138,48 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         ));
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let Some((&name, args)) = words.split_first() else {
+    let Some((&typed, args)) = words.split_first() else {
         return Ok(Parsed::Nothing);
     };
-    let command = match (name, args.len()) {
-        ("moneyTransfer", 0) => return Ok(Parsed::Ask(Bare::Transfer)),
-        ("severLink", 0) => return Ok(Parsed::Ask(Bare::Sever)),
-        ("restoreLink", 0) => return Ok(Parsed::Ask(Bare::Restore)),
-        ("help", 0) => return Ok(Parsed::Help),
-        ("moneyTransfer", _) | ("severLink", _) | ("restoreLink", _) => with_args(name, args)?,
-        ("printBlockchain", 0) => Command::PrintBlockchain,
-        ("printBalance", 0) => Command::PrintBalance,
-        ("printBalances", 0) => Command::PrintBalances,
-        ("printQueue", 0) => Command::PrintQueue,
-        ("status", 0) => Command::Status,
-        ("crashNode", 0) => Command::Crash,
-        (
-            "printBlockchain" | "printBalance" | "printBalances" | "printQueue" | "status"
-            | "crashNode" | "help",
-            _,
-        ) => return Err(format!("{name} takes no arguments")),
-        _ => return Err(format!("unknown command {} (type help)", shorten(name))),
+    let Some(name) = canonical(typed) else {
+        let hint = human::did_you_mean(typed, NAMES).map_or(" (type help)".to_string(), |c| {
+            format!(" (did you mean {c}?)")
+        });
+        return Err(format!("unknown command {}{hint}", shorten(typed)));
+    };
+    let command = match (name, args) {
+        ("moneyTransfer", []) => return Ok(Parsed::Ask(Bare::Transfer)),
+        ("severLink", []) => return Ok(Parsed::Ask(Bare::Sever)),
+        ("restoreLink", []) => return Ok(Parsed::Ask(Bare::Restore)),
+        ("moneyTransfer" | "severLink" | "restoreLink", _) => with_args(name, args)?,
+        ("printBlockchain", []) => return Ok(Parsed::Chain { full: false }),
+        ("printBlockchain", [word]) if word.eq_ignore_ascii_case("full") => {
+            return Ok(Parsed::Chain { full: true })
+        }
+        ("printBlockchain", _) => return Err("usage: printBlockchain [full]".to_string()),
+        ("help", []) => return Ok(Parsed::Help),
+        ("quit" | "exit", []) => return Ok(Parsed::Quit),
+        ("printBalance", []) => Command::PrintBalance,
+        ("printBalances", []) => Command::PrintBalances,
+        ("printQueue", []) => Command::PrintQueue,
+        ("status", []) => Command::Status,
+        ("crashNode", []) => Command::Crash,
+        _ => return Err(format!("{name} takes no arguments")),
     };
     Ok(Parsed::Command(command))
 }
 
+/// The command name `typed` stands for, in any case.
+fn canonical(typed: &str) -> Option<&'static str> {
+    NAMES
+        .iter()
+        .copied()
+        .find(|n| n.eq_ignore_ascii_case(typed))
+}
+
 /// Builds a command from a bare name and the answers to its prompts.
 pub fn with_args(name: &str, args: &[&str]) -> Result<Command, String> {
-    match name {
+    match canonical(name).unwrap_or_default() {
         "moneyTransfer" => {
             let [debit, credit, amount] = args else {
                 return Err("usage: moneyTransfer DEBIT CREDIT AMOUNT".to_string());
@@ -119,12 +190,12 @@ pub fn with_args(name: &str, args: &[&str]) -> Result<Command, String> {
                 amount: amount_of(amount)?,
             })
         }
-        "severLink" | "restoreLink" => {
+        verb @ ("severLink" | "restoreLink") => {
             let [peer] = args else {
-                return Err(format!("usage: {name} ID"));
+                return Err(format!("usage: {verb} ID"));
             };
             let peer = node_id(peer)?;
-            Ok(if name == "severLink" {
+            Ok(if verb == "severLink" {
                 Command::Sever(peer)
             } else {
                 Command::Restore(peer)
@@ -192,7 +263,6 @@ mod tests {
                 amount: 40
             }
         );
-        assert_eq!(cmd("printBlockchain"), Command::PrintBlockchain);
         assert_eq!(cmd("printBalance"), Command::PrintBalance);
         assert_eq!(cmd("printBalances"), Command::PrintBalances);
         assert_eq!(cmd("printQueue"), Command::PrintQueue);
@@ -202,6 +272,62 @@ mod tests {
         assert_eq!(cmd("restoreLink 3"), Command::Restore(3));
         assert_eq!(parse("help"), Ok(Parsed::Help));
         assert_eq!(parse("   "), Ok(Parsed::Nothing));
+        assert_eq!(parse("printBlockchain"), Ok(Parsed::Chain { full: false }));
+        assert_eq!(
+            parse("printBlockchain FULL"),
+            Ok(Parsed::Chain { full: true })
+        );
+        assert_eq!(parse("quit"), Ok(Parsed::Quit));
+        assert_eq!(parse("exit"), Ok(Parsed::Quit));
+    }
+
+    #[test]
+    fn names_match_in_any_case() {
+        assert_eq!(
+            cmd("MONEYTRANSFER 0 1 5"),
+            Command::Transfer {
+                debit: 0,
+                credit: 1,
+                amount: 5
+            }
+        );
+        assert_eq!(cmd("printbalances"), Command::PrintBalances);
+        assert_eq!(parse("moneytransfer"), Ok(Parsed::Ask(Bare::Transfer)));
+        assert_eq!(parse("QUIT"), Ok(Parsed::Quit));
+    }
+
+    #[test]
+    fn unknown_commands_get_a_suggestion() {
+        let err = parse("moneyTransfr 0 1 5").unwrap_err();
+        assert!(err.contains("did you mean moneyTransfer?"), "{err}");
+        let err = parse("stats").unwrap_err();
+        assert!(err.contains("did you mean status?"), "{err}");
+        let err = parse("launchMissiles").unwrap_err();
+        assert!(err.contains("type help"), "{err}");
+    }
+
+    #[test]
+    fn bare_answers_are_checked_one_at_a_time() {
+        let t = Bare::Transfer;
+        assert_eq!(t.check_answer(0, "2", 2, 5), Ok(()));
+        assert!(t
+            .check_answer(0, "1", 2, 5)
+            .unwrap_err()
+            .contains("own account"));
+        assert!(t
+            .check_answer(1, "x", 2, 5)
+            .unwrap_err()
+            .contains("bad node id"));
+        assert!(t
+            .check_answer(1, "7", 2, 5)
+            .unwrap_err()
+            .contains("unknown node 7"));
+        assert!(t
+            .check_answer(2, "0", 2, 5)
+            .unwrap_err()
+            .contains("positive"));
+        assert_eq!(Bare::Restore.check_answer(0, "4", 2, 5), Ok(()));
+        assert!(Bare::Restore.prompts()[0].contains("reconnect"));
     }
 
     #[test]
@@ -236,6 +362,8 @@ mod tests {
             ("severLink a", "bad node id"),
             ("severLink 1 2", "usage"),
             ("status now", "no arguments"),
+            ("quit now", "no arguments"),
+            ("printBlockchain all", "usage"),
             ("launchMissiles", "unknown command"),
         ] {
             let err = parse(line).expect_err(line);
@@ -274,7 +402,13 @@ mod hostile {
         "severLink",
         "restoreLink",
         "help",
+        "quit",
+        "exit",
     ];
+
+    fn is_name(word: &str) -> bool {
+        NAMES.iter().any(|n| n.eq_ignore_ascii_case(word))
+    }
 
     fn check_error(input: &str, err: &str) {
         assert!(!err.is_empty(), "{input:?}: empty error");
@@ -294,13 +428,20 @@ mod hostile {
         match parse(line) {
             Err(e) => check_error(line, &e),
             Ok(Parsed::Nothing) => assert!(line.trim().is_empty(), "{line:?}"),
-            Ok(Parsed::Help) => assert_eq!(line.split_whitespace().next(), Some("help")),
+            Ok(Parsed::Help | Parsed::Quit) => {
+                assert_eq!(line.split_whitespace().count(), 1, "{line:?}");
+            }
             Ok(Parsed::Ask(bare)) => {
-                assert_eq!(line.split_whitespace().collect::<Vec<_>>(), [bare.name()]);
+                let words: Vec<_> = line.split_whitespace().collect();
+                assert!(words.len() == 1 && words[0].eq_ignore_ascii_case(bare.name()));
+            }
+            Ok(Parsed::Chain { .. }) => {
+                let first = line.split_whitespace().next().unwrap_or_default();
+                assert!(first.eq_ignore_ascii_case("printBlockchain"), "{line:?}");
             }
             Ok(Parsed::Command(c)) => {
                 let first = line.split_whitespace().next().unwrap_or_default();
-                assert!(NAMES.contains(&first), "{line:?} gave {c:?}");
+                assert!(is_name(first), "{line:?} gave {c:?}");
                 assert!(line.len() <= MAX_LINE);
             }
         }

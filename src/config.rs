@@ -22,9 +22,13 @@ pub struct Config {
     pub addrs: Vec<String>,
 }
 
-/// `data/` at the repository root, where `benmo init` and `benmo node` look by default.
+/// Where `benmo` looks without `--data`: `$BENMO_DATA`, else `./data` in the working
+/// directory. Made absolute so that messages name the directory actually used.
 pub fn default_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+    let dir = std::env::var_os("BENMO_DATA")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("data"), PathBuf::from);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 pub fn node_dir(data: &Path, id: usize) -> PathBuf {

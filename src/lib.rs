@@ -5,6 +5,7 @@
 //! - `paxos`: the whole protocol as a deterministic state machine: events in, actions out
 //!   (pure), one file per role (see `paxos/mod.rs` for the reading order).
 //! - `commands`: parsing the stdin commands.
+//! - `human`: "did you mean" suggestions and OS errors in words.
 //! - `config`: the cluster configuration, the cluster key and the data directory layout.
 //! - `storage`: the append-only chain and write-ahead log on disk, with checksums.
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod human;
 pub mod ledger;
 pub mod lock;
 pub mod node;

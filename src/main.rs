@@ -1,49 +1,101 @@
 //! The `benmo` command: `init`, `node`, `audit` and `bench`.
+//!
+//! Exit status: 0 success, 1 runtime error (`error: ...` on stderr), 2 usage error (one line
+//! and a hint on stderr). Stdout carries only results and help.
 
-use benmo::cli::{self, Args, InitOptions};
+use benmo::cli::{self, Args, Fail, InitOptions};
 use benmo::node::{self, NodeOptions};
 use std::process::ExitCode;
 
+const COMMANDS: &[&str] = &["init", "node", "audit", "bench", "trace", "help"];
+
 fn main() -> ExitCode {
-    let mut words: Vec<String> = std::env::args().skip(1).collect();
-    if words.is_empty() {
-        eprintln!("{}", cli::USAGE);
-        return ExitCode::from(2);
-    }
-    let command = words.remove(0);
-    if command == "trace" {
-        return benmo::trace::main(words);
-    }
-    let args = Args::new(words);
-    let result = match command.as_str() {
-        "init" => InitOptions::parse(args)
-            .and_then(|o| cli::init(&o))
-            .map(|msg| println!("{msg}")),
-        "node" => NodeOptions::parse(args).and_then(node::run),
-        "audit" => return audit(args),
-        "bench" => benmo::bench::main(args),
-        "help" | "-h" | "--help" => {
-            println!("{}", cli::USAGE);
-            Ok(())
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(words) {
+        Ok(code) => code,
+        Err(Fail::Usage(reason, command)) => {
+            eprintln!("error: {reason}");
+            eprintln!("try '{}'", help_command(command));
+            ExitCode::from(2)
         }
-        other => Err(format!("unknown command '{other}'\n{}", cli::USAGE)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(Fail::Run(reason)) => {
+            eprintln!("error: {reason}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn audit(mut args: Args) -> ExitCode {
-    let data = match args.data().and_then(|d| args.rest(0).map(|_| d)) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+fn help_command(command: &str) -> String {
+    if command.is_empty() {
+        "benmo --help".to_string()
+    } else {
+        format!("benmo {command} --help")
+    }
+}
+
+fn dispatch(mut words: Vec<String>) -> Result<ExitCode, Fail> {
+    if words.is_empty() {
+        eprintln!("{}", cli::USAGE);
+        return Ok(ExitCode::from(2));
+    }
+    let command = words.remove(0);
+    if command == "trace" {
+        return Ok(benmo::trace::main(words));
+    }
+    let args = Args::new(words);
+    let help = match command.as_str() {
+        "init" => cli::INIT_HELP,
+        "node" => cli::NODE_HELP,
+        "audit" => cli::AUDIT_HELP,
+        "bench" => cli::BENCH_HELP,
+        "help" | "-h" | "--help" => cli::USAGE,
+        "-V" | "--version" => return version(),
+        other => return Err(unknown_command(other)),
     };
-    ExitCode::from(benmo::audit::main(&data) as u8)
+    if args.help() || help == cli::USAGE {
+        println!("{help}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    run(&command, args)
+}
+
+fn run(command: &str, args: Args) -> Result<ExitCode, Fail> {
+    match command {
+        "init" => {
+            let opts = InitOptions::parse(args).map_err(Fail::usage("init"))?;
+            println!("{}", cli::init(&opts).map_err(Fail::Run)?);
+        }
+        "node" => {
+            let opts = NodeOptions::parse(args).map_err(Fail::usage("node"))?;
+            node::run(opts).map_err(Fail::Run)?;
+        }
+        "audit" => return audit(args),
+        _ => {
+            let opts = benmo::bench::Options::parse(args).map_err(Fail::usage("bench"))?;
+            benmo::bench::run(&opts).map_err(Fail::Run)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn version() -> Result<ExitCode, Fail> {
+    println!("benmo {}", env!("CARGO_PKG_VERSION"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unknown_command(word: &str) -> Fail {
+    let hint = benmo::human::suggestion(word, COMMANDS);
+    let what = match word.starts_with('-') {
+        true => format!("unknown flag {word}"),
+        false => format!("unknown command '{word}'"),
+    };
+    Fail::Usage(format!("{what}{hint}"), "")
+}
+
+fn audit(mut args: Args) -> Result<ExitCode, Fail> {
+    let data = args.data().map_err(Fail::usage("audit"))?;
+    args.rest(0).map_err(Fail::usage("audit"))?;
+    // A data dir that is not there is a runtime error, not an audit finding.
+    benmo::config::Config::load(&data).map_err(Fail::Run)?;
+    Ok(ExitCode::from(benmo::audit::main(&data) as u8))
 }

@@ -6,16 +6,18 @@
 //! everything the batch persisted (group commit), and only then sends and prints.
 
 use crate::cli::{self, Args};
-use crate::commands::{self, Parsed};
+use crate::commands::{self, Command, Parsed};
 use crate::config::{self, Config};
-use crate::ledger::NodeId;
+use crate::human;
+use crate::ledger::{Hash, NodeId};
 use crate::lock;
 use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Most events handled before one group commit.
@@ -31,20 +33,40 @@ const COMPACT_BYTES: u64 = 8 << 20;
 /// flood of input waits in the pipe instead of in memory.
 const STDIN_BACKLOG: usize = 8192;
 
+/// The flags of `benmo node` (see `cli::NODE_HELP`).
 pub struct NodeOptions {
     pub id: Option<NodeId>,
     pub data: PathBuf,
     pub delay: (u64, u64),
     pub verbose: bool,
     pub recover: bool,
+    /// `--classroom`: the seed's slow pace, for following Paxos by hand.
+    pub classroom: bool,
+    /// `--phase-delay`: pause between Paxos phases in classroom mode; 0 is none.
+    pub phase_delay_ms: u64,
 }
 
 impl NodeOptions {
+    /// Errors are usage errors.
     pub fn parse(mut args: Args) -> Result<NodeOptions, String> {
         let data = args.data()?;
+        let classroom = args.switch("--classroom");
+        // Classroom pace gives time to crash a would-be leader by hand.
+        let default_delay = if classroom {
+            (20_000, 60_000)
+        } else {
+            (20, 100)
+        };
         let delay = args
             .value("--delay")?
-            .map_or(Ok((20, 100)), |d| cli::parse_delay(&d))?;
+            .map_or(Ok(default_delay), |d| cli::parse_delay(&d))?;
+        let phase_delay_ms = match args.value("--phase-delay")? {
+            None => 0,
+            Some(_) if !classroom => return Err("--phase-delay needs --classroom".into()),
+            Some(d) => cli::parse_duration(&d).ok_or_else(|| {
+                format!("--phase-delay: expected a duration such as 2s or 500ms, not '{d}'")
+            })?,
+        };
         let verbose = args.switch("--verbose");
         let recover = args.switch("--recover");
         let rest = args.rest(1)?;
@@ -58,6 +80,8 @@ impl NodeOptions {
             delay,
             verbose,
             recover,
+            classroom,
+            phase_delay_ms,
         })
     }
 }
@@ -65,8 +89,22 @@ impl NodeOptions {
 /// What the stdin thread and the Ctrl-C handler tell the event loop.
 enum Local {
     Event(Event),
+    /// `printBlockchain`, with full hashes or short ones.
+    Chain {
+        full: bool,
+    },
     Print(String),
+    /// Show the `node3> ` prompt once this turn's output is out.
+    Prompt,
     Stop,
+}
+
+/// What the stdin thread needs to know to talk to a person.
+#[derive(Clone, Copy)]
+struct Console {
+    interactive: bool,
+    id: NodeId,
+    nodes: usize,
 }
 
 /// Starts a node and runs it until Ctrl-C. Errors are one line, for `error: ...`.
@@ -89,14 +127,14 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     let _owner = own_dir(&dir, id)?;
     let votes_lost = opts.recover && recover(&dir, &config, id)?;
     let mut opened =
-        Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| e.to_string())?;
+        Store::open(&dir, config.nodes(), config.balance, Some(id)).map_err(|e| store_error(&e))?;
     if votes_lost {
         // Durable before anything runs, so a crash during recovery cannot forget it.
         let synced = opened
             .store
             .append(&Record::Amnesia)
             .and_then(|()| opened.store.sync());
-        synced.map_err(|e| e.to_string())?;
+        synced.map_err(|e| store_error(&e))?;
         opened.records.push(Record::Amnesia);
     }
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
@@ -105,14 +143,21 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     let core = Core::recover(params(&opts, &config, id), opened.ledger, opened.records);
     let mut store = opened.store;
     compact(&mut store, &core);
-    let local_rx = spawn_local_inputs(stdin)?;
-    banner(&core, &config, io::stdin().is_terminal());
+    let console = Console {
+        interactive: io::stdin().is_terminal(),
+        id,
+        nodes: config.nodes(),
+    };
+    let local_rx = spawn_local_inputs(stdin, console)?;
+    banner(&core, &config, &opts.data, console.interactive);
     EventLoop {
         compact_at: COMPACT_BYTES.max(2 * store.wal_bytes()),
         core,
         store,
         transport,
         start: Instant::now(),
+        chain_full: VecDeque::new(),
+        prompt: false,
     }
     .run(net_rx, local_rx);
     Ok(())
@@ -133,15 +178,14 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Params {
 }
 
 /// Starts the stdin thread and the Ctrl-C handler, which feed the event loop.
-fn spawn_local_inputs(stdin: LineReader) -> Result<Receiver<Local>, String> {
+fn spawn_local_inputs(stdin: LineReader, console: Console) -> Result<Receiver<Local>, String> {
     let (tx, rx) = crossbeam_channel::bounded(STDIN_BACKLOG);
     let stop = tx.clone();
     ctrlc::set_handler(move || drop(stop.send(Local::Stop)))
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
-    let interactive = io::stdin().is_terminal();
     std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_commands(stdin, tx, interactive))
+        .spawn(move || read_commands(stdin, tx, console))
         .map_err(|e| format!("cannot start the stdin thread: {e}"))?;
     Ok(rx)
 }
@@ -166,7 +210,7 @@ fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, S
 /// records of its votes were lost, in which case it must not vote until that is safe.
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
-        Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| e.to_string())?;
+        Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| store_error(&e))?;
     if done.moved.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
@@ -174,19 +218,23 @@ fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, S
     Ok(done.votes_lost)
 }
 
-fn banner(core: &Core, config: &Config, interactive: bool) {
+fn banner(core: &Core, config: &Config, data: &Path, interactive: bool) {
     let l = core.ledger();
-    println!(
-        "node {} of {} listening on {}: depth {}, head {}, balance {}",
+    let mut out = io::stdout().lock();
+    // Written, not println!: a closed stdout must not panic the node.
+    let _ = writeln!(
+        out,
+        "node {} of {} listening on {}: depth {}, head {}, balance {}, data {}",
         core.id(),
         config.nodes(),
         config.addrs[core.id()],
         l.depth,
         l.head.short(),
-        l.balances[core.id()]
+        l.balances[core.id()],
+        data.display()
     );
     if interactive {
-        println!("{}", commands::HELP);
+        let _ = writeln!(out, "{}", commands::HELP);
     }
 }
 
@@ -211,6 +259,10 @@ struct EventLoop {
     transport: Transport,
     start: Instant,
     compact_at: u64,
+    /// For each `printBlockchain` the core has yet to answer: full hashes or short.
+    chain_full: VecDeque<bool>,
+    /// Whether to show the prompt after this turn's output.
+    prompt: bool,
 }
 
 impl EventLoop {
@@ -245,7 +297,14 @@ impl EventLoop {
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => self.core.handle(now, e, &mut actions),
+                Local::Chain { full } => {
+                    // The core answers with exactly one PrintChain, in order.
+                    self.chain_full.push_back(full);
+                    let e = Event::Command(Command::PrintBlockchain);
+                    self.core.handle(now, e, &mut actions);
+                }
                 Local::Print(line) => actions.push(Action::Print(line)),
+                Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
@@ -256,6 +315,9 @@ impl EventLoop {
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
         for action in turn.effects {
             self.perform(action, &mut out);
+        }
+        if std::mem::take(&mut self.prompt) {
+            write!(out, "node{}> ", self.core.id()).ok();
         }
         out.flush().ok();
         drop(out);
@@ -272,9 +334,11 @@ impl EventLoop {
                 Durable::Record(r) => self.store.append(r),
                 Durable::Block(b) => self.store.commit(b),
             };
-            written.unwrap_or_else(|e| fatal(&e.to_string()));
+            written.unwrap_or_else(|e| fatal(&store_error(&e)));
         }
-        self.store.sync().unwrap_or_else(|e| fatal(&e.to_string()));
+        self.store
+            .sync()
+            .unwrap_or_else(|e| fatal(&store_error(&e)));
     }
 
     fn perform(&mut self, action: Action, out: &mut impl Write) {
@@ -282,8 +346,12 @@ impl EventLoop {
             Action::Send { to, env } => self.transport.send(&to, &env),
             Action::Print(line) => drop(writeln!(out, "{line}")),
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
-            Action::PrintChain => self.print_chain(out),
+            Action::PrintChain => {
+                let full = self.chain_full.pop_front().unwrap_or(false);
+                self.print_chain(out, full);
+            }
             Action::Crash => {
+                writeln!(out, "node {} crashing", self.core.id()).ok();
                 out.flush().ok();
                 std::process::exit(1);
             }
@@ -301,25 +369,30 @@ impl EventLoop {
                 self.transport.send(&[to], &env);
             }
             Ok(_) => {}
-            Err(e) => eprintln!("warning: cannot serve blocks to node {to}: {e}"),
+            Err(e) => eprintln!(
+                "warning: cannot serve blocks to node {to}: {}",
+                store_error(&e)
+            ),
         }
     }
 
-    fn print_chain(&mut self, out: &mut impl Write) {
+    /// Every block; short hashes keep a line within 80 columns unless `full`.
+    fn print_chain(&mut self, out: &mut impl Write, full: bool) {
+        let hash = |h: &Hash| if full { h.to_string() } else { h.short() };
         let mut from = 1;
         while from <= self.store.depth() {
             let blocks = match self.store.blocks(from, CHUNK_BYTES) {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
-                Err(e) => return drop(writeln!(out, "error: {e}")),
+                Err(e) => return drop(writeln!(out, "error: {}", store_error(&e))),
             };
             for b in &blocks {
                 writeln!(
                     out,
                     "block {} hash {} prev {} proposer {} transfers {}",
                     b.depth,
-                    b.hash,
-                    b.prev,
+                    hash(&b.hash),
+                    hash(&b.prev),
                     b.proposer,
                     b.transfers.len()
                 )
@@ -335,7 +408,7 @@ impl EventLoop {
 
     fn stop(mut self) {
         self.store.sync().ok();
-        println!("node {} stopped", self.core.id());
+        let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
     }
 }
@@ -343,7 +416,17 @@ impl EventLoop {
 fn compact(store: &mut Store, core: &Core) {
     store
         .compact(&core.live_records())
-        .unwrap_or_else(|e| fatal(&e.to_string()));
+        .unwrap_or_else(|e| fatal(&store_error(&e)));
+}
+
+/// A storage error with its OS error in words ("no space left on device").
+fn store_error(e: &StoreError) -> String {
+    match e {
+        StoreError::Io { path, err } => {
+            format!("I/O error on {}: {}", path.display(), human::explain(err))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A node that cannot persist must not go on: it would acknowledge what it may forget.
@@ -359,43 +442,57 @@ fn fatal(reason: &str) -> ! {
 
 /// Reads stdin lines into commands. Errors are printed (through the event loop, in order);
 /// bare commands prompt for their arguments.
-fn read_commands(mut stdin: LineReader, tx: Sender<Local>, interactive: bool) {
+fn read_commands(mut stdin: LineReader, tx: Sender<Local>, console: Console) {
     let say = |line: String| tx.send(Local::Print(line)).is_ok();
+    let prompt = || !console.interactive || tx.send(Local::Prompt).is_ok();
+    prompt();
     while let Some(line) = stdin.next_line() {
         let parsed = line.and_then(|l| commands::parse(&l));
         let sent = match parsed {
             Ok(Parsed::Command(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
+            Ok(Parsed::Chain { full }) => tx.send(Local::Chain { full }).is_ok(),
             Ok(Parsed::Help) => say(commands::HELP.to_string()),
+            Ok(Parsed::Quit) => {
+                // Stops the node like Ctrl-C; nothing more to read.
+                let _ = tx.send(Local::Stop);
+                false
+            }
             Ok(Parsed::Nothing) => true,
-            Ok(Parsed::Ask(bare)) => match ask_args(&mut stdin, bare, interactive) {
+            Ok(Parsed::Ask(bare)) => match ask_args(&mut stdin, bare, console) {
                 Some(Ok(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
                 Some(Err(e)) => say(format!("error: {e}")),
                 None => false,
             },
             Err(e) => say(format!("error: {e}")),
         };
-        if !sent {
+        if !sent || !prompt() {
             return;
         }
     }
     // At EOF the node keeps running and serving its peers.
 }
 
+/// Asks for a bare command's arguments one at a time, checking each answer before asking
+/// the next. `None` at end of input.
 fn ask_args(
     stdin: &mut LineReader,
     bare: commands::Bare,
-    interactive: bool,
-) -> Option<Result<commands::Command, String>> {
+    console: Console,
+) -> Option<Result<Command, String>> {
     let mut answers = Vec::new();
-    for prompt in bare.prompts() {
-        if interactive {
+    for (i, prompt) in bare.prompts().iter().enumerate() {
+        if console.interactive {
             print!("{prompt}: ");
             io::stdout().flush().ok();
         }
-        match stdin.next_line()? {
-            Ok(line) => answers.push(line.trim().to_string()),
+        let answer = match stdin.next_line()? {
+            Ok(line) => line.trim().to_string(),
             Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = bare.check_answer(i, &answer, console.id, console.nodes) {
+            return Some(Err(e));
         }
+        answers.push(answer);
     }
     let words: Vec<&str> = answers.iter().map(String::as_str).collect();
     Some(commands::with_args(bare.name(), &words))
@@ -422,7 +519,7 @@ impl LineReader {
             let buf = match self.inner.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Some(Err(format!("cannot read stdin: {e}"))),
+                Err(e) => return Some(Err(format!("cannot read stdin: {}", human::explain(&e)))),
             };
             if buf.is_empty() {
                 return (total > 0).then(|| Self::finish(line, total));

@@ -438,7 +438,8 @@ impl Writer {
                     // Refused is the normal state of a peer that is down: stay quiet.
                     if !warned && e.kind() != ErrorKind::ConnectionRefused {
                         let (peer, addr) = (self.peer, &self.addr);
-                        let msg = format!("cannot connect to node {peer} at {addr}: {e}");
+                        let why = crate::human::explain(&e);
+                        let msg = format!("cannot connect to node {peer} at {addr}: {why}");
                         self.shared.warn(msg);
                         warned = true;
                     }
@@ -510,7 +511,8 @@ impl Writer {
             Ok(()) => false,
             Err(_) if self.shared.stopping() => false,
             Err(e) => {
-                let msg = format!("lost connection to node {peer} at {}: {e}", self.addr);
+                let why = crate::human::explain(&e);
+                let msg = format!("lost connection to node {peer} at {}: {why}", self.addr);
                 self.shared.warn(msg);
                 self.shared
                     .events
@@ -566,7 +568,7 @@ fn listen(shared: Arc<Shared>, listener: TcpListener) {
         match conn {
             Ok(stream) => admit(&shared, stream),
             Err(e) => {
-                shared.warn(format!("accept failed: {e}"));
+                shared.warn(format!("accept failed: {}", crate::human::explain(&e)));
                 // Out of file descriptors and the like: don't spin.
                 thread::sleep(Duration::from_millis(50));
             }
@@ -699,13 +701,13 @@ impl Inbound {
         stream
             .set_write_timeout(Some(limit))
             .and_then(|()| stream.write_all(&greeting))
-            .map_err(|e| format!("cannot send greeting: {e}"))?;
+            .map_err(|e| format!("cannot send greeting: {}", crate::human::explain(&e)))?;
         let mut hello = [0u8; HELLO_LEN];
         self.read_by(&mut hello, deadline)
             .map_err(|short| match short {
                 Short::Eof => "closed during handshake".to_string(),
                 Short::Timeout => format!("no handshake within {limit:?}"),
-                Short::Io(e) => format!("handshake: {e}"),
+                Short::Io(e) => format!("handshake: {}", crate::human::explain(&e)),
             })?;
         let client = u32_at(&hello);
         let from = client as usize;

@@ -161,19 +161,24 @@ fn expected_errors(input: &[u8]) -> (usize, bool) {
         errors += match parsed {
             Err(_) => 1,
             Ok(Parsed::Command(c)) => refused(&c),
-            Ok(Parsed::Help | Parsed::Nothing) => 0,
+            Ok(Parsed::Help | Parsed::Nothing | Parsed::Chain { .. }) => 0,
+            Ok(Parsed::Quit) => panic!("generated quit"),
             Ok(Parsed::Ask(bare)) => {
+                // Each answer is checked before the next is asked for; the first bad one
+                // ends the command and the lines after it are commands again.
                 let mut answers = Vec::new();
-                for _ in bare.prompts() {
+                for i in 0..bare.prompts().len() {
                     match reader.next_line() {
-                        Some(Ok(a)) => answers.push(a.trim().to_string()),
-                        Some(Err(_)) => break,
+                        Some(Ok(a)) if bare.check_answer(i, a.trim(), 0, NODES).is_ok() => {
+                            answers.push(a.trim().to_string())
+                        }
+                        Some(_) => break,
                         None => return (errors, false),
                     }
                 }
                 let words: Vec<&str> = answers.iter().map(String::as_str).collect();
                 if answers.len() < bare.prompts().len() {
-                    1 // an unreadable answer
+                    1 // an unreadable or refused answer
                 } else {
                     match commands::with_args(bare.name(), &words) {
                         Ok(c) => refused(&c),
