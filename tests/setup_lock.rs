@@ -81,11 +81,16 @@ fn run(cmd: &mut Command) -> Ran {
     }
 }
 
-/// A refusal: non-zero exit, nothing on stdout, exactly one `error:` line on stderr. Returns it.
+/// A refusal: non-zero exit, nothing on stdout, exactly one `error:` line on stderr (a usage
+/// error adds a `try 'benmo ... --help'` hint). Returns the error line.
 fn refused(ran: &Ran, what: &str) -> String {
     assert_ne!(ran.code, Some(0), "{what} was not refused: {}", ran.stdout);
     assert_eq!(ran.stdout, "", "{what} printed to stdout");
-    let lines: Vec<&str> = ran.stderr.lines().collect();
+    let lines: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("try 'benmo "))
+        .collect();
     assert_eq!(
         lines.len(),
         1,
