@@ -15,10 +15,16 @@
 //! the ledger rules) hit data that was acknowledged: `open` refuses with
 //! `StoreError::Corrupt`, naming the file and byte offset, and changes nothing.
 //!
+//! A third file, `superblock`, records after every sync how much of each log is durable
+//! (see `superblock`). Records that were synced and then vanished (a disk that dropped an
+//! fsynced write, a directory copied while its node ran) may have been promises or votes:
+//! `open` refuses with `StoreError::LostTail` rather than mistake them for a torn tail.
+//!
 //! On open the chain is replayed into a `Ledger`; only each block's offset is kept in memory,
 //! which is enough for `blocks` to serve catch-up with a single read.
 
 mod format;
+mod superblock;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+use superblock::{last_bytes, Mark, State, Superblock, TAIL};
 
 const CHAIN: &str = "chain.log";
 const WAL: &str = "wal.log";
@@ -54,6 +61,14 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
+    /// Synced records at the end of `file` are gone (its good records end at `good`);
+    /// nothing was modified.
+    LostTail {
+        file: PathBuf,
+        good: u64,
+        expected: String,
+        found: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -74,6 +89,17 @@ impl fmt::Display for StoreError {
             } => write!(
                 f,
                 "corrupt state file {} at offset {offset}: {reason}",
+                file.display()
+            ),
+            StoreError::LostTail {
+                file,
+                expected,
+                found,
+                ..
+            } => write!(
+                f,
+                "lost synced data at the end of {}: expected {expected}, found {found}; \
+                 start the node with --recover to rebuild it from its peers",
                 file.display()
             ),
         }
@@ -125,6 +151,8 @@ struct Log {
     file: File,
     len: u64,
     buf: Vec<u8>,
+    /// The last (up to `TAIL`) durable bytes, for the superblock's tail checksum.
+    tail: Vec<u8>,
 }
 
 impl Log {
@@ -134,12 +162,19 @@ impl Log {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        let tail = last_bytes(&file, len).map_err(io_err(&path))?;
         Ok(Log {
             path,
             file,
             len,
             buf: Vec::new(),
+            tail,
         })
+    }
+
+    /// The durable prefix, as the superblock records it.
+    fn mark(&self) -> Mark {
+        Mark::of(self.len, &self.tail)
     }
 
     fn push(&mut self, value: &impl Serialize) -> Result<(), StoreError> {
@@ -156,12 +191,21 @@ impl Log {
             .and_then(|()| self.file.sync_data())
             .map_err(io_err(&self.path))?;
         self.len += self.buf.len() as u64;
+        keep_tail(&mut self.tail, &self.buf);
         self.buf.clear();
         if self.buf.capacity() > KEEP_BUFFER {
             self.buf.shrink_to(KEEP_BUFFER);
         }
         Ok(())
     }
+}
+
+/// Keeps the last `TAIL` bytes of `tail` followed by `written`.
+fn keep_tail(tail: &mut Vec<u8>, written: &[u8]) {
+    let from_new = written.len().min(TAIL);
+    let keep = (TAIL - from_new).min(tail.len());
+    tail.drain(..tail.len() - keep);
+    tail.extend_from_slice(&written[written.len() - from_new..]);
 }
 
 /// A node's open state directory.
@@ -173,6 +217,7 @@ pub struct Store {
     index: Vec<u64>,
     /// How many blocks are durable (and so may be served to peers).
     synced: usize,
+    superblock: Superblock,
     /// Set by a failed write or sync: what reached the disk is then unknown, so the
     /// only safe way on is to reopen (which repairs or refuses).
     poisoned: bool,
@@ -191,17 +236,27 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Creates `dir` (and parents) with empty chain.log and wal.log, fsyncing files and dir.
-    /// Errors if they already exist.
+    /// Creates `dir` (and parents) with empty chain.log and wal.log and a superblock saying
+    /// so, fsyncing files and dir. Errors if they already exist.
     pub fn create(dir: &Path) -> Result<(), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         create_empty(&dir.join(CHAIN))?;
         create_empty(&dir.join(WAL))?;
+        let empty = Mark::of(0, &[]);
+        let state = State {
+            chain: empty,
+            blocks: 0,
+            wal: empty,
+            old_wal: None,
+        };
+        Superblock::create(dir, &state)?;
         sync_dir(dir)?;
         sync_dir(parent(dir))
     }
 
-    /// Loads the chain and the WAL, cutting off torn tails (reported in `repairs`).
+    /// Loads the chain and the WAL, cutting off torn tails (reported in `repairs`). Synced
+    /// records that are gone are `LostTail`. A directory without a superblock (made by an
+    /// older version) gets one, noted in `repairs`.
     ///
     /// With `owner` set to `Some(id)`, this is the state of node `id`: a WAL record that node
     /// could never have written (a queued transfer from another account) is `Corrupt` at its
@@ -214,20 +269,24 @@ impl Store {
     ) -> Result<Opened, StoreError> {
         let mut index = Vec::new();
         let loaded = load(dir, nodes, balance, owner, |offset, _| index.push(offset))?;
-        // Only now, with both files known good, may anything be changed.
-        let mut repairs = Vec::new();
-        for (path, extent) in &loaded.files {
-            if extent.good < extent.len {
-                truncate(path, extent.good)?;
-                repairs.push(format!(
-                    "repaired torn tail of {} at offset {} ({} bytes dropped)",
-                    path.display(),
-                    extent.good,
-                    extent.len - extent.good
-                ));
-            }
+        let found = superblock::read(dir)?;
+        if let Some((_, state)) = &found {
+            refuse_lost_tails(&loaded, state)?;
         }
+        // Only now, with both files known good, may anything be changed.
+        let mut repairs = cut_torn_tails(&loaded)?;
         remove_if_present(&dir.join(WAL_TMP))?;
+        let superblock = match found {
+            Some((seq, _)) => Superblock::open(dir, seq)?,
+            None => {
+                repairs.push(format!(
+                    "{} had no superblock (made by an older version): wrote one, so synced \
+                     data that goes missing is detected from now on",
+                    dir.display()
+                ));
+                Superblock::create(dir, &describe(&loaded)?)?
+            }
+        };
         let [(chain, c), (wal, w)] = loaded.files;
         let store = Store {
             dir: dir.to_path_buf(),
@@ -235,6 +294,7 @@ impl Store {
             wal: Log::open(wal, w.good)?,
             synced: index.len(),
             index,
+            superblock,
             poisoned: false,
         };
         Ok(Opened {
@@ -247,7 +307,7 @@ impl Store {
 
     /// Read-only check for `benmo audit`: verifies like `open` (with the same `owner` WAL
     /// checks) but never repairs; calls `each` for every block in order. Returns the final
-    /// ledger and a note if a tail is torn.
+    /// ledger and a note if a tail is torn or the superblock is missing.
     pub fn verify(
         dir: &Path,
         nodes: usize,
@@ -256,7 +316,7 @@ impl Store {
         mut each: impl FnMut(&Block),
     ) -> Result<(Ledger, Option<String>), StoreError> {
         let loaded = load(dir, nodes, balance, owner, |_, block| each(block))?;
-        let notes: Vec<String> = loaded
+        let mut notes: Vec<String> = loaded
             .files
             .iter()
             .filter(|(_, e)| e.good < e.len)
@@ -269,6 +329,14 @@ impl Store {
                 )
             })
             .collect();
+        match superblock::read(dir)? {
+            Some((_, state)) => refuse_lost_tails(&loaded, &state)?,
+            None => notes.push(format!(
+                "{} has no superblock (made by an older version); the node writes one when \
+                 it starts",
+                dir.display()
+            )),
+        }
         Ok((loaded.ledger, (!notes.is_empty()).then(|| notes.join("; "))))
     }
 
@@ -293,8 +361,9 @@ impl Store {
     }
 
     /// Writes the buffers and fdatasyncs each file that got writes (group commit: one fsync
-    /// per file per call). A no-op if nothing is buffered. After an error the store refuses
-    /// further use; reopen it.
+    /// per file per call), then records the new lengths in the superblock (one more fsync).
+    /// A no-op if nothing is buffered. After an error the store refuses further use; reopen
+    /// it.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.usable()?;
         let result = self.flush_all();
@@ -303,9 +372,23 @@ impl Store {
     }
 
     fn flush_all(&mut self) -> Result<(), StoreError> {
+        if self.chain.buf.is_empty() && self.wal.buf.is_empty() {
+            return Ok(());
+        }
         self.chain.flush()?;
         self.synced = self.index.len();
-        self.wal.flush()
+        self.wal.flush()?;
+        self.superblock.update(&self.state())
+    }
+
+    /// What is durable now, as the superblock records it.
+    fn state(&self) -> State {
+        State {
+            chain: self.chain.mark(),
+            blocks: self.synced as u64,
+            wal: self.wal.mark(),
+            old_wal: None,
+        }
     }
 
     /// Blocks in the chain, including buffered ones.
@@ -363,6 +446,13 @@ impl Store {
     fn rewrite_wal(&mut self, live: &[Record]) -> Result<(), StoreError> {
         self.chain.flush()?;
         self.synced = self.index.len();
+        let len = self.stage_wal(live)?;
+        self.install_wal(len)
+    }
+
+    /// Compaction, first half: writes wal.log.tmp, then tells the superblock that either
+    /// file may be wal.log until the rename is durable. Returns the new file's length.
+    fn stage_wal(&mut self, live: &[Record]) -> Result<u64, StoreError> {
         let tmp = self.dir.join(WAL_TMP);
         let mut bytes = Vec::new();
         for record in live {
@@ -371,18 +461,33 @@ impl Store {
         File::create(&tmp)
             .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_data()))
             .map_err(io_err(&tmp))?;
+        let last = &bytes[bytes.len().saturating_sub(TAIL)..];
+        let state = State {
+            wal: Mark::of(bytes.len() as u64, last),
+            old_wal: Some(self.wal.mark()),
+            ..self.state()
+        };
+        self.superblock.update(&state)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Second half: renames wal.log.tmp over wal.log and forgets the old file.
+    fn install_wal(&mut self, len: u64) -> Result<(), StoreError> {
+        let tmp = self.dir.join(WAL_TMP);
         fs::rename(&tmp, &self.wal.path).map_err(io_err(&self.wal.path))?;
         sync_dir(&self.dir)?;
-        self.wal = Log::open(self.wal.path.clone(), bytes.len() as u64)?;
-        Ok(())
+        self.wal = Log::open(self.wal.path.clone(), len)?;
+        self.superblock.update(&self.state())
     }
 
     /// For `benmo node --recover`. Each damaged file is moved aside whole (to
     /// `*.damaged-<unix-secs>`, never deleted) and replaced by its good records before the
-    /// damage: the rest of the chain comes back from peers, hash-checked. `votes_lost` says
-    /// that records of this node's votes are gone, which the protocol must then make safe:
-    /// WAL records (promises, accepted values, queued transfers), or blocks, which once the
-    /// WAL is compacted are the only record of the votes that decided them.
+    /// damage: the rest of the chain comes back from peers, hash-checked. A file that lost
+    /// synced records at its end is treated the same, and the superblock is rewritten to
+    /// match what is left. `votes_lost` says that records of this node's votes are gone,
+    /// which the protocol must then make safe: WAL records (promises, accepted values,
+    /// queued transfers), or blocks, which once the WAL is compacted are the only record of
+    /// the votes that decided them.
     pub fn recover(
         dir: &Path,
         nodes: usize,
@@ -390,40 +495,48 @@ impl Store {
         owner: NodeId,
     ) -> Result<Recovery, StoreError> {
         let mut recovery = Recovery::default();
-        loop {
-            let (file, offset, reason) = match load(dir, nodes, balance, Some(owner), |_, _| {}) {
-                Ok(_) => return Ok(recovery),
+        let mut damaged = Vec::new();
+        let loaded = loop {
+            match load(dir, nodes, balance, Some(owner), |_, _| {}) {
+                Ok(loaded) => break loaded,
                 Err(StoreError::Corrupt {
                     file,
                     offset,
                     reason,
-                }) if recovery.moved.len() < 2 => (file, offset, reason),
+                }) if recovery.moved.len() < 2 => {
+                    move_aside(dir, &file, offset, &reason, &mut recovery)?;
+                    damaged.push(file);
+                }
                 Err(e) => return Err(e),
-            };
-            let name = file
-                .file_name()
-                .map_or(String::new(), |n| n.to_string_lossy().to_string());
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let aside = unused_name(dir, &format!("{name}.damaged-{secs}"));
-            let mut good = vec![0; offset as usize];
-            File::open(&file)
-                .and_then(|mut f| f.read_exact(&mut good))
-                .map_err(io_err(&file))?;
-            fs::rename(&file, &aside).map_err(io_err(&file))?;
-            fs::write(&file, &good)
-                .and_then(|()| File::open(&file)?.sync_all())
-                .map_err(io_err(&file))?;
-            sync_dir(dir)?;
-            recovery.votes_lost = true; // either file: see above
-            recovery.notes.push(format!(
-                "moved damaged {} aside to {} and kept its {offset} good bytes ({reason})",
-                file.display(),
-                aside.display()
-            ));
-            recovery.moved.push(aside);
+            }
+        };
+        let lost = match superblock::read(dir) {
+            Ok(None) => return Ok(recovery), // an older directory: `open` writes one
+            Ok(Some((_, state))) => lost_tails(&loaded, &state)?,
+            Err(StoreError::Corrupt { file, reason, .. }) => {
+                move_aside(dir, &file, 0, &reason, &mut recovery)?;
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        for err in lost {
+            if let StoreError::LostTail {
+                file,
+                good,
+                expected,
+                found,
+            } = err
+            {
+                let reason = format!("lost synced data: expected {expected}, found {found}");
+                if !damaged.contains(&file) {
+                    move_aside(dir, &file, good, &reason, &mut recovery)?;
+                }
+            }
         }
+        if !recovery.moved.is_empty() {
+            Superblock::create(dir, &describe(&loaded)?)?;
+        }
+        Ok(recovery)
     }
 
     fn usable(&self) -> Result<(), StoreError> {
@@ -442,6 +555,112 @@ struct Loaded {
     records: Vec<Record>,
     /// chain.log and wal.log, in that order.
     files: [(PathBuf, Extent); 2],
+}
+
+/// Moves `file` aside whole and puts back its first `good` bytes (see `Store::recover`).
+fn move_aside(
+    dir: &Path,
+    file: &Path,
+    good: u64,
+    reason: &str,
+    recovery: &mut Recovery,
+) -> Result<(), StoreError> {
+    let name = file
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().to_string());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = unused_name(dir, &format!("{name}.damaged-{secs}"));
+    let mut kept = vec![0; good as usize];
+    File::open(file)
+        .and_then(|mut f| f.read_exact(&mut kept))
+        .map_err(io_err(file))?;
+    fs::rename(file, &aside).map_err(io_err(file))?;
+    fs::write(file, &kept)
+        .and_then(|()| File::open(file)?.sync_all())
+        .map_err(io_err(file))?;
+    sync_dir(dir)?;
+    recovery.votes_lost = true; // any of the files: see `Store::recover`
+    recovery.notes.push(format!(
+        "moved damaged {} aside to {} and kept its {good} good bytes ({reason})",
+        file.display(),
+        aside.display()
+    ));
+    recovery.moved.push(aside);
+    Ok(())
+}
+
+/// Cuts off the torn tails `load` found, returning a note for each.
+fn cut_torn_tails(loaded: &Loaded) -> Result<Vec<String>, StoreError> {
+    let mut repairs = Vec::new();
+    for (path, extent) in &loaded.files {
+        if extent.good < extent.len {
+            truncate(path, extent.good)?;
+            repairs.push(format!(
+                "repaired torn tail of {} at offset {} ({} bytes dropped)",
+                path.display(),
+                extent.good,
+                extent.len - extent.good
+            ));
+        }
+    }
+    Ok(repairs)
+}
+
+/// The first `LostTail`, if a log no longer holds what `state` says was synced.
+fn refuse_lost_tails(loaded: &Loaded, state: &State) -> Result<(), StoreError> {
+    match lost_tails(loaded, state)?.into_iter().next() {
+        Some(lost) => Err(lost),
+        None => Ok(()),
+    }
+}
+
+/// A `LostTail` for each log that no longer holds what `state` says was synced.
+fn lost_tails(loaded: &Loaded, state: &State) -> Result<Vec<StoreError>, StoreError> {
+    let [(chain, c), (wal, w)] = &loaded.files;
+    let mut lost = Vec::new();
+    if !state.chain.held_by(chain, c.good)? {
+        let found = format!("{} blocks ({} bytes)", loaded.ledger.depth, c.good);
+        let expected = format!("{} blocks ({} bytes)", state.blocks, state.chain.len);
+        lost.push(lost_tail(chain, c.good, state.chain.len, expected, found));
+    }
+    let old_held = match state.old_wal {
+        Some(old) => old.held_by(wal, w.good)?,
+        None => false,
+    };
+    if !old_held && !state.wal.held_by(wal, w.good)? {
+        let (expected, found) = (
+            format!("{} bytes", state.wal.len),
+            format!("{} bytes", w.good),
+        );
+        lost.push(lost_tail(wal, w.good, state.wal.len, expected, found));
+    }
+    Ok(lost)
+}
+
+fn lost_tail(file: &Path, good: u64, synced: u64, expected: String, found: String) -> StoreError {
+    let found = match good < synced {
+        true => found,
+        false => format!("other bytes before offset {synced}"),
+    };
+    StoreError::LostTail {
+        file: file.to_path_buf(),
+        good,
+        expected: format!("{expected} synced"),
+        found,
+    }
+}
+
+/// The superblock state of both logs as they are on disk, up to their good records.
+fn describe(loaded: &Loaded) -> Result<State, StoreError> {
+    let [(chain, c), (wal, w)] = &loaded.files;
+    Ok(State {
+        chain: Mark::read(chain, c.good)?,
+        blocks: loaded.ledger.depth,
+        wal: Mark::read(wal, w.good)?,
+        old_wal: None,
+    })
 }
 
 /// Reads and checks both files without changing anything; `on_block` sees each applied

@@ -82,6 +82,26 @@ fn offsets(blocks: &[Block]) -> Vec<u64> {
         .collect()
 }
 
+/// Appends `bytes` to `path` as a crash in the middle of an append leaves them: written,
+/// never synced, so the superblock does not count them.
+fn unsynced(path: &Path, bytes: &[u8]) {
+    let mut file = File::options().append(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+fn set_len(path: &Path, len: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
 fn read(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     (
         fs::read(dir.join(CHAIN)).unwrap(),
@@ -215,27 +235,13 @@ fn leftover_compaction_file_is_ignored_and_removed() {
 }
 
 #[test]
-fn truncated_last_records_are_cut_off_and_noted() {
+fn unsynced_torn_last_records_are_cut_off_and_noted() {
     let blocks = chain(5);
-    let (_tmp, dir) = fresh(&blocks, &records());
-    let (chain_len, wal_len) = {
-        let (c, w) = read(&dir);
-        (c.len() as u64, w.len() as u64)
-    };
-    let last_block = offsets(&blocks)[4];
-    let last_record = wal_len - frame(&records()[3]).len() as u64;
-    File::options()
-        .write(true)
-        .open(dir.join(CHAIN))
-        .unwrap()
-        .set_len(chain_len - 7)
-        .unwrap();
-    File::options()
-        .write(true)
-        .open(dir.join(WAL))
-        .unwrap()
-        .set_len(last_record + 5) // inside the header
-        .unwrap();
+    let (_tmp, dir) = fresh(&blocks[..4], &records()[..3]);
+    let (last_block, last_record) = (len(&dir.join(CHAIN)), len(&dir.join(WAL)));
+    let torn_block = frame(&blocks[4]);
+    unsynced(&dir.join(CHAIN), &torn_block[..torn_block.len() - 7]);
+    unsynced(&dir.join(WAL), &frame(&records()[3])[..5]); // inside the header
 
     let opened = open(&dir).unwrap();
     assert_eq!(opened.store.depth(), 4);
@@ -246,7 +252,7 @@ fn truncated_last_records_are_cut_off_and_noted() {
             format!(
                 "repaired torn tail of {} at offset {last_block} ({} bytes dropped)",
                 dir.join(CHAIN).display(),
-                chain_len - 7 - last_block
+                torn_block.len() - 7
             ),
             format!(
                 "repaired torn tail of {} at offset {last_record} (5 bytes dropped)",
@@ -288,11 +294,11 @@ fn trailing_zeros_are_cut_off_and_noted() {
 fn a_record_whose_end_was_never_written_is_cut_off() {
     // The file system grew the file but the last page stayed zeros.
     let blocks = chain(3);
-    let (_tmp, dir) = fresh(&blocks, &[]);
-    let mut c = read(&dir).0;
-    let n = c.len();
-    c[n - 10..].fill(0);
-    fs::write(dir.join(CHAIN), &c).unwrap();
+    let (_tmp, dir) = fresh(&blocks[..2], &[]);
+    let mut last = frame(&blocks[2]);
+    let n = last.len();
+    last[n - 10..].fill(0);
+    unsynced(&dir.join(CHAIN), &last);
     let opened = open(&dir).unwrap();
     assert_eq!(opened.store.depth(), 2);
     assert_eq!(opened.repairs.len(), 1);
@@ -405,10 +411,9 @@ fn missing_state_is_not_initialised() {
 #[test]
 fn verify_checks_everything_but_never_modifies() {
     let blocks = chain(4);
-    let (_tmp, dir) = fresh(&blocks, &records());
-    let mut c = read(&dir).0;
-    c.truncate(c.len() - 3);
-    fs::write(dir.join(CHAIN), &c).unwrap();
+    let (_tmp, dir) = fresh(&blocks[..3], &records());
+    let last = frame(&blocks[3]);
+    unsynced(&dir.join(CHAIN), &last[..last.len() - 3]);
     let before = read(&dir);
 
     let mut seen = Vec::new();
@@ -447,4 +452,222 @@ fn recover_moves_damage_aside_and_keeps_the_good_prefix() {
     let opened = open(&dir).unwrap();
     assert_eq!(opened.store.depth(), 1, "blocks before the damage are kept");
     assert_eq!(opened.records, records());
+}
+
+// ----- lost tails: synced records that vanished -----
+
+fn assert_lost<T>(result: Result<T, StoreError>, file: &Path, expected: &str, found: &str) {
+    match result {
+        Err(e @ StoreError::LostTail { .. }) => {
+            let text = e.to_string();
+            let want = format!(
+                "lost synced data at the end of {}: expected {expected} synced, found {found}; \
+                 start the node with --recover to rebuild it from its peers",
+                file.display()
+            );
+            assert_eq!(text, want);
+        }
+        Err(e) => panic!("expected LostTail, got {e}"),
+        Ok(_) => panic!("expected LostTail, got Ok"),
+    }
+}
+
+/// A store whose last synced WAL record is a promise; returns where that record starts.
+fn promised() -> (TempDir, PathBuf, u64) {
+    let (tmp, dir) = fresh(&chain(2), &records()[..3]);
+    let before = len(&dir.join(WAL));
+    let mut store = open(&dir).unwrap().store;
+    store
+        .append(&Record::Promise(Ballot { round: 9, node: 2 }))
+        .unwrap();
+    store.sync().unwrap();
+    (tmp, dir, before)
+}
+
+#[test]
+fn a_synced_promise_cut_mid_record_is_refused_naming_recover() {
+    let (_tmp, dir, at) = promised();
+    let wal = dir.join(WAL);
+    let synced = len(&wal);
+    set_len(&wal, at + 20);
+    let before = read(&dir);
+    let expected = format!("{synced} bytes");
+    assert_lost(open(&dir), &wal, &expected, &format!("{at} bytes"));
+    assert_eq!(read(&dir), before, "nothing was cut off");
+    let verified = Store::verify(&dir, NODES, BALANCE, None, |_| ());
+    assert_lost(verified, &wal, &expected, &format!("{at} bytes"));
+}
+
+#[test]
+fn a_synced_promise_cut_at_a_record_boundary_is_refused() {
+    let (_tmp, dir, at) = promised();
+    let wal = dir.join(WAL);
+    let synced = len(&wal);
+    set_len(&wal, at);
+    assert_lost(
+        open(&dir),
+        &wal,
+        &format!("{synced} bytes"),
+        &format!("{at} bytes"),
+    );
+}
+
+#[test]
+fn a_synced_record_replaced_by_another_is_refused() {
+    let (_tmp, dir, at) = promised();
+    let wal = dir.join(WAL);
+    let synced = len(&wal);
+    set_len(&wal, at);
+    unsynced(&wal, &frame(&Record::Promise(Ballot { round: 8, node: 2 })));
+    assert_eq!(len(&wal), synced, "same length, other bytes");
+    let found = format!("other bytes before offset {synced}");
+    assert_lost(open(&dir), &wal, &format!("{synced} bytes"), &found);
+}
+
+#[test]
+fn a_chain_that_lost_its_last_synced_block_is_refused() {
+    let blocks = chain(4);
+    let (_tmp, dir) = fresh(&blocks, &[]);
+    let path = dir.join(CHAIN);
+    let synced = len(&path);
+    let last = offsets(&blocks)[3];
+    set_len(&path, last);
+    assert_lost(
+        open(&dir),
+        &path,
+        &format!("4 blocks ({synced} bytes)"),
+        &format!("3 blocks ({last} bytes)"),
+    );
+}
+
+#[test]
+fn a_whole_cluster_power_loss_is_a_plain_restart() {
+    // Written and fsynced, but the crash came before the superblock said so.
+    let blocks = chain(3);
+    let (_tmp, dir) = fresh(&blocks[..2], &records()[..2]);
+    unsynced(&dir.join(CHAIN), &frame(&blocks[2]));
+    unsynced(&dir.join(WAL), &frame(&records()[2]));
+    unsynced(&dir.join(WAL), &frame(&records()[3])[..30]);
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.store.depth(), 3);
+    assert_eq!(opened.records, records()[..3]);
+    assert_eq!(opened.repairs.len(), 1, "{:?}", opened.repairs);
+}
+
+#[test]
+fn a_crash_before_the_compaction_rename_keeps_the_old_wal() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    let mut store = open(&dir).unwrap().store;
+    store.stage_wal(&records()[3..]).unwrap();
+    drop(store); // crash: wal.log.tmp written, superblock updated, no rename
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records());
+    assert!(opened.repairs.is_empty());
+    assert!(!dir.join(WAL_TMP).exists());
+}
+
+#[test]
+fn a_crash_between_compaction_rename_and_superblock_update_opens() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    let mut store = open(&dir).unwrap().store;
+    store.stage_wal(&records()[3..]).unwrap();
+    fs::rename(dir.join(WAL_TMP), dir.join(WAL)).unwrap();
+    drop(store); // crash before `install_wal` updated the superblock
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records()[3..]);
+    assert!(opened.repairs.is_empty());
+    // And the store goes on from there.
+    let mut store = opened.store;
+    store.append(&records()[0]).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    assert_eq!(open(&dir).unwrap().records.len(), 2);
+}
+
+#[test]
+fn a_torn_superblock_slot_falls_back_to_the_other() {
+    let (_tmp, dir, _) = promised();
+    let path = dir.join("superblock");
+    let pristine = fs::read(&path).unwrap();
+    for slot in [0, 512] {
+        let mut bytes = pristine.clone();
+        bytes[slot + 20] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        assert!(open(&dir).is_ok(), "slot at {slot} torn");
+    }
+    let mut bytes = pristine;
+    bytes[20] ^= 0x01;
+    bytes[512 + 20] ^= 0x01;
+    fs::write(&path, bytes).unwrap();
+    let err = open(&dir).unwrap_err().to_string();
+    assert!(err.contains("neither superblock slot is intact"), "{err}");
+}
+
+#[test]
+fn a_directory_without_a_superblock_is_accepted_and_gets_one() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    fs::remove_file(dir.join("superblock")).unwrap();
+    let (_, note) = Store::verify(&dir, NODES, BALANCE, None, |_| ()).unwrap();
+    assert!(note.unwrap().contains("no superblock"));
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records());
+    assert_eq!(opened.repairs.len(), 1);
+    assert!(opened.repairs[0].contains("older version"));
+    drop(opened);
+    assert!(dir.join("superblock").exists());
+    assert!(open(&dir).unwrap().repairs.is_empty());
+    set_len(&dir.join(WAL), 3);
+    assert!(matches!(open(&dir), Err(StoreError::LostTail { .. })));
+}
+
+#[test]
+fn recover_treats_a_lost_tail_as_lost_votes() {
+    let (_tmp, dir, at) = promised();
+    let wal = dir.join(WAL);
+    set_len(&wal, at + 20);
+    let cut = fs::read(&wal).unwrap();
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert!(done.votes_lost);
+    assert_eq!(done.moved.len(), 1);
+    assert_eq!(fs::read(&done.moved[0]).unwrap(), cut, "kept whole");
+    assert!(
+        done.notes[0].contains("lost synced data"),
+        "{:?}",
+        done.notes
+    );
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records()[..3]);
+    assert!(opened.repairs.is_empty());
+    assert!(Store::recover(&dir, NODES, BALANCE, 0)
+        .unwrap()
+        .moved
+        .is_empty());
+}
+
+#[test]
+fn recover_after_chain_damage_rewrites_a_matching_superblock() {
+    let blocks = chain(4);
+    let (_tmp, dir) = fresh(&blocks, &records());
+    flip(
+        &dir.join(CHAIN),
+        offsets(&blocks)[2] + HEADER as u64 + 3,
+        0x01,
+    );
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert_eq!(done.moved.len(), 1, "moved once, not again as a lost tail");
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.store.depth(), 2);
+}
+
+#[test]
+fn recover_replaces_an_unreadable_superblock() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    fs::write(dir.join("superblock"), [0xee; 1024]).unwrap();
+    assert!(open(&dir).is_err());
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert!(done.votes_lost, "what was synced is unknown");
+    assert_eq!(done.moved.len(), 1);
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records());
+    assert!(opened.repairs.is_empty());
 }
