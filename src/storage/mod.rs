@@ -38,7 +38,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use superblock::{last_bytes, Mark, State, Superblock, TAIL};
+use superblock::{
+    describe, last_bytes, lost_tails, refuse_lost_tails, Mark, State, Superblock, TAIL,
+};
 
 const CHAIN: &str = "chain.log";
 const WAL: &str = "wal.log";
@@ -200,6 +202,19 @@ impl Log {
     }
 }
 
+/// Flushes both logs; when both have writes, side by side, so that a turn that wrote both
+/// waits for one fsync before the superblock's, not two.
+fn flush_both(chain: &mut Log, wal: &mut Log) -> (Result<(), StoreError>, Result<(), StoreError>) {
+    if chain.buf.is_empty() || wal.buf.is_empty() {
+        return (chain.flush(), wal.flush());
+    }
+    std::thread::scope(|s| {
+        let wal = s.spawn(|| wal.flush());
+        let chain = chain.flush();
+        (chain, wal.join().expect("the WAL flush does not panic"))
+    })
+}
+
 /// Keeps the last `TAIL` bytes of `tail` followed by `written`.
 fn keep_tail(tail: &mut Vec<u8>, written: &[u8]) {
     let from_new = written.len().min(TAIL);
@@ -242,14 +257,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         create_empty(&dir.join(CHAIN))?;
         create_empty(&dir.join(WAL))?;
-        let empty = Mark::of(0, &[]);
-        let state = State {
-            chain: empty,
-            blocks: 0,
-            wal: empty,
-            old_wal: None,
-        };
-        Superblock::create(dir, &state)?;
+        Superblock::create(dir, &State::empty())?;
         sync_dir(dir)?;
         sync_dir(parent(dir))
     }
@@ -375,9 +383,11 @@ impl Store {
         if self.chain.buf.is_empty() && self.wal.buf.is_empty() {
             return Ok(());
         }
-        self.chain.flush()?;
-        self.synced = self.index.len();
-        self.wal.flush()?;
+        let (chain, wal) = flush_both(&mut self.chain, &mut self.wal);
+        if chain.is_ok() {
+            self.synced = self.index.len();
+        }
+        chain.and(wal)?;
         self.superblock.update(&self.state())
     }
 
@@ -606,61 +616,6 @@ fn cut_torn_tails(loaded: &Loaded) -> Result<Vec<String>, StoreError> {
         }
     }
     Ok(repairs)
-}
-
-/// The first `LostTail`, if a log no longer holds what `state` says was synced.
-fn refuse_lost_tails(loaded: &Loaded, state: &State) -> Result<(), StoreError> {
-    match lost_tails(loaded, state)?.into_iter().next() {
-        Some(lost) => Err(lost),
-        None => Ok(()),
-    }
-}
-
-/// A `LostTail` for each log that no longer holds what `state` says was synced.
-fn lost_tails(loaded: &Loaded, state: &State) -> Result<Vec<StoreError>, StoreError> {
-    let [(chain, c), (wal, w)] = &loaded.files;
-    let mut lost = Vec::new();
-    if !state.chain.held_by(chain, c.good)? {
-        let found = format!("{} blocks ({} bytes)", loaded.ledger.depth, c.good);
-        let expected = format!("{} blocks ({} bytes)", state.blocks, state.chain.len);
-        lost.push(lost_tail(chain, c.good, state.chain.len, expected, found));
-    }
-    let old_held = match state.old_wal {
-        Some(old) => old.held_by(wal, w.good)?,
-        None => false,
-    };
-    if !old_held && !state.wal.held_by(wal, w.good)? {
-        let (expected, found) = (
-            format!("{} bytes", state.wal.len),
-            format!("{} bytes", w.good),
-        );
-        lost.push(lost_tail(wal, w.good, state.wal.len, expected, found));
-    }
-    Ok(lost)
-}
-
-fn lost_tail(file: &Path, good: u64, synced: u64, expected: String, found: String) -> StoreError {
-    let found = match good < synced {
-        true => found,
-        false => format!("other bytes before offset {synced}"),
-    };
-    StoreError::LostTail {
-        file: file.to_path_buf(),
-        good,
-        expected: format!("{expected} synced"),
-        found,
-    }
-}
-
-/// The superblock state of both logs as they are on disk, up to their good records.
-fn describe(loaded: &Loaded) -> Result<State, StoreError> {
-    let [(chain, c), (wal, w)] = &loaded.files;
-    Ok(State {
-        chain: Mark::read(chain, c.good)?,
-        blocks: loaded.ledger.depth,
-        wal: Mark::read(wal, w.good)?,
-        old_wal: None,
-    })
 }
 
 /// Reads and checks both files without changing anything; `on_block` sees each applied

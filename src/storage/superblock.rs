@@ -18,7 +18,7 @@
 //! A tail is the first 8 bytes of SHA-256 of a file's last (up to 64) synced bytes: a file
 //! shorter than its synced length, or with other bytes at that point, lost synced data.
 
-use super::{io_err, sync_dir, StoreError};
+use super::{io_err, sync_dir, Loaded, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -81,6 +81,17 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Two empty logs.
+    pub fn empty() -> State {
+        let empty = Mark::of(0, &[]);
+        State {
+            chain: empty,
+            blocks: 0,
+            wal: empty,
+            old_wal: None,
+        }
+    }
+
     fn encode(&self, seq: u64) -> [u8; USED] {
         let old = self.old_wal.unwrap_or(Mark {
             len: u64::MAX,
@@ -197,4 +208,59 @@ impl Superblock {
 
 fn slot_of(seq: u64) -> u64 {
     (seq % 2) * SLOT
+}
+
+/// The first `LostTail`, if a log no longer holds what `state` says was synced.
+pub(super) fn refuse_lost_tails(loaded: &Loaded, state: &State) -> Result<(), StoreError> {
+    match lost_tails(loaded, state)?.into_iter().next() {
+        Some(lost) => Err(lost),
+        None => Ok(()),
+    }
+}
+
+/// A `LostTail` for each log that no longer holds what `state` says was synced.
+pub(super) fn lost_tails(loaded: &Loaded, state: &State) -> Result<Vec<StoreError>, StoreError> {
+    let [(chain, c), (wal, w)] = &loaded.files;
+    let mut lost = Vec::new();
+    if !state.chain.held_by(chain, c.good)? {
+        let found = format!("{} blocks ({} bytes)", loaded.ledger.depth, c.good);
+        let expected = format!("{} blocks ({} bytes)", state.blocks, state.chain.len);
+        lost.push(lost_tail(chain, c.good, state.chain.len, expected, found));
+    }
+    let old_held = match state.old_wal {
+        Some(old) => old.held_by(wal, w.good)?,
+        None => false,
+    };
+    if !old_held && !state.wal.held_by(wal, w.good)? {
+        let (expected, found) = (
+            format!("{} bytes", state.wal.len),
+            format!("{} bytes", w.good),
+        );
+        lost.push(lost_tail(wal, w.good, state.wal.len, expected, found));
+    }
+    Ok(lost)
+}
+
+fn lost_tail(file: &Path, good: u64, synced: u64, expected: String, found: String) -> StoreError {
+    let found = match good < synced {
+        true => found,
+        false => format!("other bytes before offset {synced}"),
+    };
+    StoreError::LostTail {
+        file: file.to_path_buf(),
+        good,
+        expected: format!("{expected} synced"),
+        found,
+    }
+}
+
+/// The superblock state of both logs as they are on disk, up to their good records.
+pub(super) fn describe(loaded: &Loaded) -> Result<State, StoreError> {
+    let [(chain, c), (wal, w)] = &loaded.files;
+    Ok(State {
+        chain: Mark::read(chain, c.good)?,
+        blocks: loaded.ledger.depth,
+        wal: Mark::read(wal, w.good)?,
+        old_wal: None,
+    })
 }
