@@ -4,7 +4,7 @@
 //! ```text
 //! data/cluster.conf     balance and one `node ID HOST:PORT` line per node (edit freely)
 //! data/cluster.key      the shared HMAC key, 64 hex digits, readable by its owner only
-//! data/node0/           node 0's chain.log and wal.log (see storage.rs)
+//! data/node0/           node 0's chain.log, wal.log and superblock (see storage/)
 //! ```
 
 use std::fs;

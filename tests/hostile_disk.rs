@@ -4,7 +4,8 @@
 //! a damaged length, a tampered block with a recomputed checksum) makes the node refuse to
 //! start with one `error:` line naming the file and offset, and a non-zero exit; `benmo audit`
 //! names the same file and offset; the files are left exactly as they were. A torn tail (an
-//! unfinished last append) is cut off on start with a logged note, and the node then runs.
+//! unfinished last append, never synced) is cut off on start with a logged note, and the node
+//! then runs. A synced tail that vanished is refused, naming `--recover`, which then repairs.
 
 use benmo::testing::cluster::LocalCluster;
 use sha2::{Digest, Sha256};
@@ -252,20 +253,21 @@ fn torn_tails_are_repaired_on_start_and_the_node_runs() {
     let mut f = Fixture::new();
     let (chain, wal) = f.pristine.clone();
     let blocks = records(&chain);
-    let (last, last_len) = *blocks.last().unwrap();
-
-    // The last block only half written, and the WAL's last record cut inside its header.
-    let torn_chain = chain[..last + HEADER + last_len / 2].to_vec();
+    let (b, b_len) = *blocks.last().unwrap();
     let (r, _) = *records(&wal).last().unwrap();
-    let torn_wal = wal[..r + 5].to_vec();
+
+    // A crash in the middle of appending (never synced): a block half written after the
+    // last one, and a WAL record cut inside its header.
+    let (last, dropped) = (chain.len(), HEADER + b_len / 2);
+    let torn_chain = [&chain[..], &chain[b..b + dropped]].concat();
+    let torn_wal = [&wal[..], &wal[r..r + 5]].concat();
     f.damage(Some(torn_chain.clone()), Some(torn_wal.clone()));
 
     // audit sees the torn tails, calls them repairable, passes, and changes nothing.
     let audit = f.c.audit().expect("a torn tail is not a failure");
     let note = format!(
-        "note: node 0: torn tail of {} at offset {last} ({} bytes, repairable)",
+        "note: node 0: torn tail of {} at offset {last} ({dropped} bytes, repairable)",
         f.chain.display(),
-        torn_chain.len() - last
     );
     assert!(audit.contains(&note), "{audit}\nshould contain {note}");
     assert_eq!(f.files(), (torn_chain.clone(), torn_wal.clone()));
@@ -274,21 +276,21 @@ fn torn_tails_are_repaired_on_start_and_the_node_runs() {
     let log = fs::read_to_string(f.c.data.join("node0.stderr")).unwrap();
     let want = [
         format!(
-            "note: repaired torn tail of {} at offset {last} ({} bytes dropped)",
+            "note: repaired torn tail of {} at offset {last} ({dropped} bytes dropped)",
             f.chain.display(),
-            torn_chain.len() - last
         ),
         format!(
-            "note: repaired torn tail of {} at offset {r} (5 bytes dropped)",
-            f.wal.display()
+            "note: repaired torn tail of {} at offset {} (5 bytes dropped)",
+            f.wal.display(),
+            wal.len()
         ),
     ];
     for line in &want {
         assert!(log.lines().any(|l| l == line), "{log}\nshould have {line}");
     }
-    assert_eq!(f.files().0, chain[..last], "the torn block was cut off");
+    assert_eq!(f.files().0, chain, "the torn block was cut off");
 
-    // The node runs: it catches up the lost block from its peers and commits new work.
+    // The node runs and commits new work.
     f.c.start(1).unwrap();
     f.c.start(2).unwrap();
     let node = f.c.node(0);
@@ -303,4 +305,70 @@ fn torn_tails_are_repaired_on_start_and_the_node_runs() {
     let audit = f.c.audit().expect("audit passes after repair");
     assert!(audit.contains("audit ok"), "{audit}");
     assert!(!audit.contains("torn"), "{audit}");
+}
+
+/// A node dir whose wal.log lost synced records (cut at a record boundary, as a disk that
+/// dropped a write or a copy taken while the node ran leaves it) is refused, naming
+/// `--recover`; audit reports it; `--recover` then starts it without voting on what it
+/// forgot.
+#[test]
+fn a_lost_synced_tail_is_refused_then_recovered() {
+    let mut f = Fixture::new();
+    let wal = f.pristine.1.clone();
+    // Keep only the first record: far behind anything the superblock says was synced.
+    let recs = records(&wal);
+    let keep = recs.get(1).map_or(0, |&(at, _)| at);
+    let (_, cut) = f.damage(None, Some(wal[..keep].to_vec()));
+
+    let (code, out) = run_bounded(
+        Command::new(EXE)
+            .args(["node", "0", "--data"])
+            .arg(&f.c.data),
+    );
+    assert_ne!(code, Some(0), "node started on a lost tail: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line, got {out:?}");
+    let prefix = format!(
+        "error: lost synced data at the end of {}: expected {} bytes synced",
+        f.wal.display(),
+        wal.len()
+    );
+    assert!(
+        lines[0].starts_with(&prefix),
+        "{out:?} should start {prefix:?}"
+    );
+    assert!(lines[0].contains("--recover"), "{out:?}");
+    assert_eq!(f.files().1, cut, "the node modified the WAL");
+
+    let audit = f.c.audit().expect_err("audit passed a lost tail");
+    let want = format!("error: node 0: {}", &lines[0]["error: ".len()..]);
+    assert!(
+        audit.lines().any(|l| l == want),
+        "{audit}\nshould have {want}"
+    );
+
+    f.c.node_args = vec!["--recover".into()];
+    f.c.start(0).unwrap();
+    f.c.node_args.clear();
+    let log = fs::read_to_string(f.c.data.join("node0.stderr")).unwrap();
+    assert!(
+        log.contains("moved damaged") && log.contains("lost synced data"),
+        "{log}"
+    );
+    f.c.start(1).unwrap();
+    f.c.start(2).unwrap();
+    let line =
+        f.c.node(0)
+            .wait_for(Instant::now() + WAIT, |l| l.starts_with("recovered: "));
+    assert!(line.is_some(), "node 0 did not recover its promise");
+    let node = f.c.node(1);
+    node.send("moneyTransfer 1 0 2");
+    node.wait_for(Instant::now() + WAIT, |l| l.starts_with("committed "))
+        .expect("the cluster commits after recovery");
+    f.c.converge(WAIT).unwrap();
+    for i in 0..3 {
+        f.c.kill(i);
+    }
+    let audit = f.c.audit().expect("audit passes after recovery");
+    assert!(audit.contains("audit ok"), "{audit}");
 }
