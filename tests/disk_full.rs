@@ -155,7 +155,7 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     assert_eq!(errors.len(), 1, "want one error line, got {stderr:?}");
     let line = errors[0];
     assert_eq!(stderr.lines().last(), Some(line), "nothing after the error");
-    assert!(line.contains("No space left on device"), "{line}");
+    assert!(line.contains("no space left on device"), "{line}");
     assert!(
         line.contains(&format!("{}/", dir.display())),
         "the line names the file: {line}"
