@@ -3,9 +3,16 @@
 use super::*;
 
 impl Core {
-    /// Whether this acceptor may vote at `depth` (see `Amnesia`).
-    pub(super) fn may_vote(&self, depth: u64) -> bool {
+    /// Whether this acceptor may promise for depths from `depth` up: a promise reports what
+    /// it accepted there, which after lost state is complete only above its vote floor.
+    pub(super) fn may_promise(&self, depth: u64) -> bool {
         self.amnesia.is_none() && depth > self.vote_floor
+    }
+
+    /// Whether this acceptor may accept values: at any depth once it knows its vote floor
+    /// (see `Amnesia` for why that is safe).
+    pub(super) fn may_accept(&self) -> bool {
+        self.amnesia.is_none()
     }
 
     pub(super) fn on_prepare(
@@ -16,9 +23,9 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         self.see_ballot(ballot, out);
-        if !self.may_vote(depth) {
+        if !self.may_promise(depth) {
             return self.log(out, || {
-                format!("not voting on ballot {ballot}: recovering lost state")
+                format!("not promising ballot {ballot}: recovering lost state")
             });
         }
         if ballot < self.promised {
@@ -64,7 +71,7 @@ impl Core {
             // instead, and the sender fetches the block.
             return self.send(vec![from], Message::Hello, out);
         }
-        if !self.may_vote(depth) {
+        if !self.may_accept() {
             return self.log(out, || {
                 format!("not voting at depth {depth}: recovering lost state")
             });

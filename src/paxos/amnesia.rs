@@ -8,44 +8,117 @@ use super::*;
 /// that might have counted its forgotten promise (one leader timeout: a candidacy lasts no
 /// longer), and asks its peers. Any majority of the others overlaps every quorum it took part
 /// in, so their answers bound what it could have done: it then promises at least the highest
-/// ballot they report, and never votes at or below the highest depth they know plus the
-/// window, the furthest a leader could have proposed. Those depths are decided without it,
-/// which needs the others to be a majority: at most a minority may recover at once.
+/// ballot they report, and never promises (phase 1) at or below the highest depth they know
+/// plus `inflight_depths_max`, the furthest a leader proposes past what it has decided (its
+/// vote floor). A promise there would report an incomplete list of accepted values.
+///
+/// Accepting (phase 2) below the floor is safe once the floor is known: every leader picks
+/// its value from promises, and ours are never incomplete; a forgotten accept at a lower
+/// ballot is covered by the majority of others that any later leader's promises come from.
+/// That keeps a cluster live while one node is below its floor.
+///
+/// Only answers from peers that are not recovering themselves count: a recovering peer's
+/// knowledge below its own floor is incomplete. So recoveries overlap safely only while the
+/// nodes that are not recovering still form a majority; until then the node waits, and
+/// says so.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Amnesia {
     /// When this node (re)started: the first time it saw the clock.
     pub(super) since: Option<u64>,
     pub(super) asked_at: Option<u64>,
-    pub(super) replies: BTreeMap<NodeId, (Ballot, u64, u64)>,
+    /// Drawn afresh by each incarnation; a reply must carry it to count.
+    pub(super) nonce: u64,
+    pub(super) replies: BTreeMap<NodeId, ProbeReply>,
+    /// Whether it has said that it waits for a recovering peer.
+    pub(super) said_waiting: bool,
+}
+
+/// A peer's answer to a `Probe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProbeReply {
+    /// The nonce of the probe this answers.
+    pub nonce: u64,
+    /// The peer's promise.
+    pub promised: Ballot,
+    /// The highest depth the peer knows of: its chain, what it accepted or proposed.
+    pub top: u64,
+    /// The highest sequence number of the prober's own transfers that the peer has committed.
+    pub seq: u64,
+    /// The peer is itself recovering (amnesic, or below its vote floor).
+    pub recovering: bool,
+}
+
+impl Amnesia {
+    pub(super) fn new(rng: &mut u64) -> Amnesia {
+        Amnesia {
+            since: None,
+            asked_at: None,
+            nonce: rand_next(rng) | 1, // never 0, the nonce of a floor reminder
+            replies: BTreeMap::new(),
+            said_waiting: false,
+        }
+    }
 }
 
 impl Core {
-    pub(super) fn on_probe(&mut self, from: NodeId, floor: u64, out: &mut Vec<Action>) {
+    /// Answers a probe, unless we lost state ourselves (we would answer with what we lost) or
+    /// it is a floor reminder, which wants no answer.
+    pub(super) fn on_probe(&mut self, from: NodeId, floor: u64, nonce: u64, out: &mut Vec<Action>) {
+        if let Role::Leader(l) = &mut self.role {
+            l.fill_to = l.fill_to.max(floor);
+        }
+        if self.amnesia.is_some() || nonce == 0 {
+            return;
+        }
         let mut top = self
             .ledger
             .depth
             .max(self.accepted.keys().next_back().copied().unwrap_or(0));
-        // Committed numbers only: numbering past one that never commits would leave a gap
-        // that blocks the whole queue. One that does commit later is reported then.
-        let seq = self.ledger.next_seq[from] - 1;
-        if let Role::Leader(l) = &mut self.role {
+        if let Role::Leader(l) = &self.role {
             top = top.max(l.next_depth - 1);
-            l.fill_to = l.fill_to.max(floor);
         }
-        let promised = self.promised;
-        self.send(vec![from], Message::ProbeReply { promised, top, seq }, out);
+        let reply = ProbeReply {
+            nonce,
+            promised: self.promised,
+            top,
+            // Committed numbers only: numbering past one that never commits would leave a
+            // gap that blocks the whole queue. One that does commit later is reported then.
+            seq: self.ledger.next_seq[from] - 1,
+            recovering: self.recovering(),
+        };
+        self.send(vec![from], Message::ProbeReply(reply), out);
     }
 
+    /// Counts a reply to our current probe; ends the amnesia once a majority of peers that
+    /// are not recovering themselves have answered.
     pub(super) fn on_probe_reply(
         &mut self,
         from: NodeId,
-        reply: (Ballot, u64, u64),
+        reply: ProbeReply,
         out: &mut Vec<Action>,
     ) {
+        let quorum = self.quorum();
         let Some(a) = &mut self.amnesia else { return };
+        if a.asked_at.is_none() || reply.nonce != a.nonce {
+            return; // not an answer to a probe this incarnation sent after its wait
+        }
         a.replies.insert(from, reply);
-        if a.replies.len() >= self.quorum() {
-            self.end_amnesia(out);
+        let sound = a.replies.values().filter(|r| !r.recovering).count();
+        if sound >= quorum {
+            return self.end_amnesia(out);
+        }
+        let waiting: Vec<String> = a
+            .replies
+            .iter()
+            .filter(|(_, r)| r.recovering)
+            .map(|(p, _)| p.to_string())
+            .collect();
+        if !waiting.is_empty() && !a.said_waiting {
+            a.said_waiting = true;
+            out.push(Action::Print(format!(
+                "waiting: node {} still recovering; this node recovers once a majority has caught up",
+                waiting.join(", node ")
+            )));
         }
     }
 
@@ -61,23 +134,29 @@ impl Core {
             return;
         }
         a.asked_at = Some(self.now);
+        let nonce = a.nonce;
         if self.n == 1 {
             return self.end_amnesia(out); // no one else could have counted on us
         }
         self.log(out, || {
             "recovering lost state: asking peers what they know".to_string()
         });
-        self.broadcast(Message::Probe { floor: 0 }, out);
+        self.broadcast(Message::Probe { floor: 0, nonce }, out);
     }
 
     pub(super) fn end_amnesia(&mut self, out: &mut Vec<Action>) {
         let Some(a) = self.amnesia.take() else { return };
-        let promised = a.replies.values().map(|r| r.0).max().unwrap_or_default();
-        let top = a.replies.values().map(|r| r.1).max().unwrap_or(0);
-        let seq = a.replies.values().map(|r| r.2).max().unwrap_or(0);
+        let sound: Vec<&ProbeReply> = a.replies.values().filter(|r| !r.recovering).collect();
+        let promised = sound.iter().map(|r| r.promised).max().unwrap_or_default();
+        let top = sound.iter().map(|r| r.top).max().unwrap_or(0);
+        let seq = sound.iter().map(|r| r.seq).max().unwrap_or(0);
+        assert!(
+            self.n == 1 || sound.len() >= self.quorum(),
+            "a majority answered"
+        );
         self.promised = self.promised.max(promised);
         self.highest_seen = self.highest_seen.max(self.promised);
-        if !a.replies.is_empty() {
+        if !sound.is_empty() {
             // A lone node (n = 1) needs no floor: no one else could have counted on it.
             self.vote_floor = self
                 .vote_floor

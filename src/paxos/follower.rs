@@ -81,6 +81,8 @@ impl Core {
             return self.send(vec![from], Message::Reject { ballot, promised }, out);
         }
         self.follow(ballot, out);
+        // The answer tells an idle leader it still has a majority (see `check_quorum`).
+        self.send(vec![from], Message::Hello, out);
     }
 
     /// Asks the leader, now and then, to carry the chain past our vote floor.
@@ -91,7 +93,7 @@ impl Core {
         if self.now >= self.reminded_at + self.timing.resend_ms {
             self.reminded_at = self.now;
             let floor = self.vote_floor;
-            self.send(vec![leader], Message::Probe { floor }, out);
+            self.send(vec![leader], Message::Probe { floor, nonce: 0 }, out);
         }
     }
 
@@ -126,7 +128,7 @@ impl Core {
             None => {
                 // A node that may not vote on its next depth can lead only with two others'
                 // votes: it lets the nodes that can vote try first.
-                let defer = match self.may_vote(self.ledger.depth + 1) {
+                let defer = match self.may_promise(self.ledger.depth + 1) {
                     true => 0,
                     false => self.timing.leader_timeout_ms,
                 };

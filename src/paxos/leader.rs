@@ -20,6 +20,8 @@ pub(super) struct Leadership {
     /// Transfers offered by each origin, by sequence number, not yet proposed.
     pub(super) intake: Vec<BTreeMap<u64, Transfer>>,
     pub(super) last_heartbeat: u64,
+    /// When it won: the majority check starts a leader timeout later.
+    pub(super) since: u64,
     /// Propose empty blocks, if nothing else, up to this depth: the vote floor of a
     /// recovering node, which takes no transfers until the chain has passed it.
     pub(super) fill_to: u64,
@@ -55,7 +57,7 @@ impl Core {
             .map(|(&d, (b, v))| (d, *b, v.clone()))
             .collect();
         let mut promises = BTreeMap::new();
-        if self.may_vote(self.ledger.depth + 1) {
+        if self.may_promise(self.ledger.depth + 1) {
             promises.insert(self.id, (self.ledger.depth, mine)); // else the others must suffice
         }
         self.role = Role::Candidate(Candidacy {
@@ -155,6 +157,7 @@ impl Core {
             projected: self.ledger.clone(),
             intake,
             last_heartbeat: self.now,
+            since: self.now,
             fill_to: self.vote_floor,
         });
         self.leader = Some(ballot);
@@ -180,12 +183,9 @@ impl Core {
 
     /// Phase 2 for the leader's next depth: accept the value ourselves, then ask everyone.
     pub(super) fn propose(&mut self, value: Proposal, out: &mut Vec<Action>) {
-        let Role::Leader(l) = &self.role else {
-            return;
-        };
-        let votes = self.may_vote(l.next_depth);
+        assert!(self.may_accept(), "an amnesic node never leads");
         let Role::Leader(l) = &mut self.role else {
-            return;
+            unreachable!("only a leader proposes");
         };
         let depth = l.next_depth;
         let ballot = l.ballot;
@@ -196,7 +196,7 @@ impl Core {
         );
         l.next_depth += 1;
         let mut acks = vec![false; self.n];
-        acks[self.id] = votes; // below its vote floor a leader still leads but does not vote
+        acks[self.id] = true;
         l.inflight.insert(
             depth,
             Slot {
@@ -322,9 +322,39 @@ impl Core {
 
     /// A leader's tick: propose what has arrived, retransmit, and show it is alive.
     pub(super) fn lead(&mut self, out: &mut Vec<Action>) {
+        if !self.check_quorum(out) {
+            return;
+        }
         self.propose_intake(out);
         self.resend_accepts(out);
         self.heartbeat(out);
+    }
+
+    /// A leader that has heard from no majority within a leader timeout steps down (etcd's
+    /// CheckQuorum): cut off, it can decide nothing, and should not say that it leads.
+    /// Returns whether it still leads.
+    fn check_quorum(&mut self, out: &mut Vec<Action>) -> bool {
+        let timeout = self.timing.leader_timeout_ms;
+        let Role::Leader(l) = &self.role else {
+            unreachable!("only a leader checks its quorum");
+        };
+        if self.now < l.since + timeout {
+            return true;
+        }
+        let heard = (0..self.n)
+            .filter(|&p| p == self.id || self.now < self.heard_at[p] + timeout)
+            .count();
+        if heard >= self.quorum() {
+            return true;
+        }
+        self.log(out, || {
+            format!(
+                "stepping down: heard from {heard} of {} nodes in {timeout} ms, not a majority",
+                self.n
+            )
+        });
+        self.step_down(self.highest_seen, out);
+        false
     }
 
     /// Proposes batches from the intake while fewer than `window` depths are in flight.

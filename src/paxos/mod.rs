@@ -26,6 +26,7 @@ mod leader;
 mod learner;
 
 use amnesia::Amnesia;
+pub use amnesia::ProbeReply;
 use leader::{Candidacy, Leadership};
 
 /// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
@@ -82,16 +83,12 @@ pub enum Message {
     CatchUp { from: u64 },
     /// Committed blocks, in order.
     Blocks { blocks: Vec<Block> },
-    /// From a node recovering lost records: what do you know? (see `Amnesia`) Once it knows
-    /// its vote floor it sends that too, asking a leader to carry the chain past it.
-    Probe { floor: u64 },
-    /// The answer: our promise, the highest depth we know of (chain, accepted or proposed),
-    /// and the highest sequence number of the prober's own transfers that we have seen.
-    ProbeReply {
-        promised: Ballot,
-        top: u64,
-        seq: u64,
-    },
+    /// From a node recovering lost records: what do you know? (see `Amnesia`) `nonce` ties
+    /// the answers to this probe of this incarnation. A recovered node below its vote floor
+    /// sends its floor with nonce 0 (no answer wanted), asking a leader to carry the chain past it.
+    Probe { floor: u64, nonce: u64 },
+    /// The answer to a probe.
+    ProbeReply(ProbeReply),
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
@@ -115,9 +112,9 @@ impl Envelope {
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
             | Message::Heartbeat { ballot }
-            | Message::ProbeReply {
+            | Message::ProbeReply(ProbeReply {
                 promised: ballot, ..
-            } => ids.push(ballot.node),
+            }) => ids.push(ballot.node),
             Message::Reject { ballot, promised } => ids.extend([ballot.node, promised.node]),
             Message::Promise { ballot, accepted } => {
                 ids.push(ballot.node);
@@ -319,6 +316,8 @@ pub struct Core {
     severed: Vec<bool>,
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
+    /// When each peer was last heard from (for `check_quorum` and `status`).
+    heard_at: Vec<u64>,
     catch_up: Option<(NodeId, u64)>,
     // Recovery from lost WAL records.
     amnesia: Option<Amnesia>,
@@ -368,6 +367,7 @@ impl Core {
             severed: vec![false; params.nodes],
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
+            heard_at: vec![0; params.nodes],
             catch_up: None,
             amnesia: None,
             reminded_at: 0,
@@ -404,13 +404,7 @@ impl Core {
                     self.queue.insert(t.id.seq, t);
                 }
             }
-            Record::Amnesia => {
-                self.amnesia = Some(Amnesia {
-                    since: None,
-                    asked_at: None,
-                    replies: BTreeMap::new(),
-                })
-            }
+            Record::Amnesia => self.amnesia = Some(Amnesia::new(&mut self.rng)),
             Record::VoteFloor(depth) => {
                 self.vote_floor = self.vote_floor.max(depth);
                 self.amnesia = None;
@@ -555,6 +549,7 @@ impl Core {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
+        self.heard_at[from] = self.now;
         match env.msg {
             Message::Hello => {}
             Message::Prepare { ballot, depth } => self.on_prepare(from, ballot, depth, out),
@@ -576,10 +571,8 @@ impl Core {
                 from: depth,
             }),
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
-            Message::Probe { floor } => self.on_probe(from, floor, out),
-            Message::ProbeReply { promised, top, seq } => {
-                self.on_probe_reply(from, (promised, top, seq), out)
-            }
+            Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
+            Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
         }
         self.maybe_catch_up(from, out);
     }

@@ -643,42 +643,166 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
     assert_eq!(c.lines_with(2, "recovered: "), 1, "{:?}", c.lines[2]);
     assert!(c.core(2).promised() >= leader_ballot);
     assert!(c.disks[2].records.contains(&Record::VoteFloor(floor)));
-    // Below the floor it still does not vote; above it, it does.
+    // The leader carried the chain past the floor with empty blocks if need be.
+    c.run(2000);
+    assert!(c.core(2).ledger().depth >= floor);
+    assert!(!c.core(2).recovering());
+}
+
+#[test]
+fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
+    let floor = 9;
+    let records = [Record::VoteFloor(floor)];
+    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), records);
     let value = Proposal {
         proposer: 0,
         transfers: vec![],
     };
-    let b = ballot(50, 0);
-    let low = msg(
-        0,
-        1,
-        Message::Accept {
-            ballot: b,
-            depth: floor,
-            value: value.clone(),
-        },
-    );
+    let b = ballot(5, 0);
+    let mut out = Vec::new();
+    let accept = Message::Accept {
+        ballot: b,
+        depth: 4,
+        value: value.clone(),
+    };
+    core.handle(10, msg(0, 0, accept), &mut out);
     assert_eq!(
-        sends(&c.batch(2, vec![low]), |m| matches!(
-            m,
-            Message::Accepted { .. }
-        )),
-        0
+        out,
+        vec![
+            Action::Persist(Record::Accept {
+                depth: 4,
+                ballot: b,
+                value: value.clone()
+            }),
+            Action::Send {
+                to: vec![0],
+                env: Envelope {
+                    depth: 0,
+                    msg: Message::Accepted {
+                        ballot: b,
+                        depth: 4
+                    }
+                }
+            },
+        ]
     );
-    let high = msg(
-        0,
-        1,
-        Message::Accept {
-            ballot: b,
-            depth: floor + 1,
-            value,
-        },
-    );
+    let prepare = |depth| Message::Prepare {
+        ballot: ballot(6, 1),
+        depth,
+    };
+    let mut out = Vec::new();
+    core.handle(10, msg(1, 0, prepare(floor)), &mut out);
     assert_eq!(
-        sends(&c.batch(2, vec![high]), |m| matches!(
-            m,
-            Message::Accepted { .. }
-        )),
+        out,
+        vec![],
+        "a promise from depth {floor} would be incomplete"
+    );
+    core.handle(10, msg(1, 0, prepare(floor + 1)), &mut out);
+    let promise = Message::Promise {
+        ballot: ballot(6, 1),
+        accepted: vec![],
+    };
+    assert_eq!(
+        out,
+        vec![
+            Action::Persist(Record::Promise(ballot(6, 1))),
+            Action::Send {
+                to: vec![1],
+                env: Envelope {
+                    depth: 0,
+                    msg: promise
+                }
+            },
+        ]
+    );
+}
+
+/// An amnesic node of 3 that has waited out its leader timeout; returns its probe's nonce.
+fn amnesic_after_probe() -> (Core, u64) {
+    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
+    let mut out = Vec::new();
+    core.handle(0, Event::Tick, &mut out);
+    core.handle(Timing::default().leader_timeout_ms, Event::Tick, &mut out);
+    let nonce = out.iter().find_map(|a| match a {
+        Action::Send { env, .. } => match env.msg {
+            Message::Probe { nonce, .. } => Some(nonce),
+            _ => None,
+        },
+        _ => None,
+    });
+    (core, nonce.expect("it probed"))
+}
+
+fn reply(nonce: u64, recovering: bool) -> Message {
+    Message::ProbeReply(ProbeReply {
+        nonce,
+        promised: ballot(3, 0),
+        top: 4,
+        seq: 0,
+        recovering,
+    })
+}
+
+#[test]
+fn probe_replies_count_only_for_this_incarnations_probe_after_its_wait() {
+    // Unsolicited replies before the wait ends: nothing happens (issue: recovered at 1 ms).
+    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
+    let mut out = Vec::new();
+    core.handle(1, msg(0, 0, reply(7, false)), &mut out);
+    core.handle(1, msg(1, 0, reply(7, false)), &mut out);
+    assert_eq!(out, vec![]);
+    assert!(core.recovering());
+    // After the wait, replies to another nonce are ignored; replies to ours end the amnesia.
+    let (mut core, nonce) = amnesic_after_probe();
+    let mut out = Vec::new();
+    core.handle(1001, msg(0, 0, reply(nonce ^ 2, false)), &mut out);
+    core.handle(1001, msg(1, 0, reply(nonce ^ 2, false)), &mut out);
+    assert_eq!(out, vec![]);
+    core.handle(1001, msg(0, 0, reply(nonce, false)), &mut out);
+    core.handle(1001, msg(1, 0, reply(nonce, false)), &mut out);
+    let floor = 4 + Timing::default().inflight_depths_max as u64;
+    assert_eq!(
+        out,
+        vec![
+            Action::Persist(Record::Promise(ballot(3, 0))),
+            Action::Persist(Record::VoteFloor(floor)),
+            Action::Print(format!(
+                "recovered: promised 3.0, voting again above depth {floor}"
+            )),
+        ]
+    );
+}
+
+#[test]
+fn an_amnesic_node_does_not_answer_probes() {
+    let (mut core, _) = amnesic_after_probe();
+    let mut out = Vec::new();
+    let probe = Message::Probe { floor: 0, nonce: 5 };
+    core.handle(1001, msg(0, 0, probe), &mut out);
+    assert_eq!(out, vec![]);
+}
+
+#[test]
+fn a_node_recovering_beside_a_recovering_peer_waits_and_says_so() {
+    let (mut core, nonce) = amnesic_after_probe();
+    let mut out = Vec::new();
+    core.handle(1001, msg(0, 0, reply(nonce, true)), &mut out);
+    core.handle(1001, msg(1, 0, reply(nonce, false)), &mut out);
+    assert_eq!(
+        out,
+        vec![Action::Print(
+            "waiting: node 0 still recovering; this node recovers once a majority has caught up"
+                .into()
+        )]
+    );
+    assert!(core.recovering());
+    // Once the peer has caught up, its next answer counts.
+    let mut out = Vec::new();
+    core.handle(1001, msg(0, 0, reply(nonce, false)), &mut out);
+    assert_eq!(
+        out.iter()
+            .filter(|a| matches!(a, Action::Print(l) if l.starts_with("recovered:")))
+            .count(),
         1
     );
 }
@@ -710,6 +834,7 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         projected: Ledger::new(3, BALANCE),
         intake: vec![BTreeMap::new(); 3],
         last_heartbeat: 0,
+        since: 0,
         fill_to: 0,
     };
     l.intake[1].extend((1..=10).map(|seq| (seq, tx(1, seq, 0, 1))));
@@ -778,4 +903,18 @@ fn an_origin_offers_the_leader_one_window_at_a_time() {
         forwarded(&tick).is_empty(),
         "nothing more until some of it commits"
     );
+}
+
+// ----- a leader's majority -----
+
+#[test]
+fn a_leader_cut_off_from_the_majority_steps_down_and_an_idle_healthy_one_does_not() {
+    let mut c = with_leader(3, 0);
+    c.run(5 * Timing::default().leader_timeout_ms);
+    assert!(c.core(0).is_leader(), "idle, but hearing from its followers");
+    let sever = |p| Event::Command(Command::Sever(p));
+    c.batch(0, vec![sever(1), sever(2)]);
+    c.run(Timing::default().leader_timeout_ms + 100);
+    assert!(!c.core(0).is_leader(), "cut off, it no longer leads");
+    assert_eq!(c.core(0).known_leader(), None);
 }

@@ -193,8 +193,16 @@ struct Node {
     /// WAL records were lost and the node has not yet printed `recovered:` (with its
     /// `VoteFloor` durable): it restarts amnesic, as `--recover` would again.
     amnesic: bool,
-    /// The highest vote floor it announced on recovering.
+    /// The depth its own chain must reach before it counts as caught up (the README's rule
+    /// ends a recovery at `caught up:`): its depth before the damage, then its vote floor.
     floor: u64,
+}
+
+impl Node {
+    /// Amnesic, or not yet caught up: what the README counts as recovering.
+    fn recovering(&self) -> bool {
+        self.amnesic || (self.chain.len() as u64) < self.floor
+    }
 }
 
 /// The chain as every node must agree on it, checked without `Ledger`.
@@ -255,13 +263,6 @@ struct Sim<'a> {
     announced: HashSet<TxId>,
     /// Acknowledged transfers whose `Queue` record was lost: they may commit, once, or not.
     indeterminate: BTreeSet<TxId>,
-    /// The node whose disk was damaged, and the depth every node's chain must reach before
-    /// another node may be damaged: the node's old depth, and once it recovers, its vote
-    /// floor. The design assumes at most a minority amnesic at a time, and depths at or below
-    /// a vote floor are decided without that node: with n = 3, a second node's floor over the
-    /// same depths would leave them no quorum, for ever. Every node, not just one: a depth
-    /// chosen but committed only by the node damaged next is not safely behind us.
-    damaged: Option<(NodeId, u64)>,
     stats: Stats,
 }
 
@@ -303,7 +304,6 @@ impl<'a> Sim<'a> {
             acked: BTreeSet::new(),
             announced: HashSet::new(),
             indeterminate: BTreeSet::new(),
-            damaged: None,
             stats: Stats::default(),
         };
         for _ in 0..n {
@@ -501,7 +501,7 @@ impl<'a> Sim<'a> {
         node.life += 1;
         self.stats.crashes += 1;
         self.relink(before);
-        if self.faults && self.damaged.is_none() && self.harm.chance(self.knobs.damage) {
+        if self.faults && self.may_damage(x) && self.harm.chance(self.knobs.damage) {
             self.damage(x);
         }
         if self.faults {
@@ -548,7 +548,6 @@ impl<'a> Sim<'a> {
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
         let lines = self.perform(x, turn.effects);
-        self.check_damaged();
         lines
     }
 
@@ -665,11 +664,6 @@ impl<'a> Sim<'a> {
                 self.nodes[x].amnesic = false;
                 self.nodes[x].floor = self.nodes[x].floor.max(floor);
                 self.stats.recovered += 1;
-                if let Some((y, need)) = &mut self.damaged {
-                    if *y == x {
-                        *need = (*need).max(floor);
-                    }
-                }
             }
             (Some("error:"), _) if line.contains(" lost its id to ") => {
                 // Only after lost WAL records; the id is committed (by the older transfer),
@@ -913,7 +907,7 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        self.damaged = Some((x, had as u64));
+        node.floor = node.floor.max(had as u64);
         self.trace(|| {
             format!(
                 "n{x} disk damaged: kept {wal_kept} WAL records (lost {}), {chain_kept} of {had} blocks",
@@ -922,15 +916,13 @@ impl<'a> Sim<'a> {
         });
     }
 
-    /// Whether the damaged node has recovered, so that another may be damaged.
-    fn check_damaged(&mut self) {
-        if let Some((x, need)) = self.damaged {
-            let node = &self.nodes[x];
-            let everywhere = self.nodes.iter().map(|n| n.chain.len()).min().unwrap_or(0);
-            if node.core.is_some() && !node.amnesic && everywhere as u64 >= need {
-                self.damaged = None;
-            }
-        }
+    /// The README's rule for operators: at most a minority of the nodes recovering at once,
+    /// where a recovery lasts from `--recover` until the node prints `caught up:`.
+    fn may_damage(&self, x: NodeId) -> bool {
+        let others = (0..self.cfg.nodes)
+            .filter(|&y| y != x && self.nodes[y].recovering())
+            .count();
+        others < self.cfg.nodes.div_ceil(2) - 1
     }
 
     fn converged(&self) -> bool {

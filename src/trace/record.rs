@@ -124,8 +124,8 @@ impl Serialize for Summary<'_> {
             Message::Forward { transfers } => m.serialize_entry("count", &transfers.len())?,
             Message::CatchUp { from } => m.serialize_entry("depth", from)?,
             Message::Blocks { blocks } => m.serialize_entry("count", &blocks.len())?,
-            Message::Probe { floor } => m.serialize_entry("depth", floor)?,
-            Message::ProbeReply { promised, top, .. } => {
+            Message::Probe { floor, .. } => m.serialize_entry("depth", floor)?,
+            Message::ProbeReply(crate::paxos::ProbeReply { promised, top, .. }) => {
                 m.serialize_entry("promised", &Shown(promised))?;
                 m.serialize_entry("depth", top)?;
             }
