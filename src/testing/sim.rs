@@ -547,8 +547,7 @@ impl<'a> Sim<'a> {
         }
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        let lines = self.perform(x, turn.effects);
-        lines
+        self.perform(x, turn.effects)
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
