@@ -122,6 +122,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
             config.nodes() - 1
         ));
     }
+    let params = params(&opts, &config, id)?;
     let dir = config::node_dir(&opts.data, id);
     // Held until the process ends: nothing below touches the dir without it.
     let _owner = own_dir(&dir, id)?;
@@ -140,7 +141,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let core = Core::recover(params(&opts, &config, id), opened.ledger, opened.records);
+    let core = Core::recover(params, opened.ledger, opened.records);
     let mut store = opened.store;
     compact(&mut store, &core);
     let console = Console {
@@ -163,8 +164,8 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Params {
-    Params {
+fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Result<Params, String> {
+    let params = Params {
         id,
         nodes: config.nodes(),
         timing: Timing {
@@ -174,7 +175,9 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Params {
         },
         verbose: opts.verbose,
         seed: rand::random(),
-    }
+    };
+    params.timing.validate()?;
+    Ok(params)
 }
 
 /// Starts the stdin thread and the Ctrl-C handler, which feed the event loop.

@@ -171,7 +171,7 @@ impl Core {
     pub(super) fn next_offer(&mut self) -> Vec<Transfer> {
         let committed = self.ledger.next_seq[self.id] - 1;
         let from = self.offered_upto.max(committed) + 1;
-        let to = committed + 4 * self.timing.batch_transfers_max as u64;
+        let to = committed + self.timing.offer_window();
         if from > to {
             return Vec::new();
         }

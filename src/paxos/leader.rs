@@ -22,6 +22,11 @@ pub(super) struct Leadership {
     pub(super) last_heartbeat: u64,
     /// When it won: the majority check starts a leader timeout later.
     pub(super) since: u64,
+    /// Values the promises reported above our chain, proposed again first, in order; a hole
+    /// up to `adopted_top` is filled with an empty block (nobody accepted anything there, so
+    /// nothing can have been chosen).
+    pub(super) adopted: BTreeMap<u64, Proposal>,
+    pub(super) adopted_top: u64,
     /// Propose empty blocks, if nothing else, up to this depth: the vote floor of a
     /// recovering node, which takes no transfers until the chain has passed it.
     pub(super) fill_to: u64,
@@ -150,6 +155,11 @@ impl Core {
         });
         let intake = vec![BTreeMap::new(); self.n];
         self.offered_upto = 0; // offer our own queue afresh, as to any leader
+        let adopted_top = adopted
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.ledger.depth);
         self.role = Role::Leader(Leadership {
             ballot,
             next_depth: self.ledger.depth + 1,
@@ -158,26 +168,13 @@ impl Core {
             intake,
             last_heartbeat: self.now,
             since: self.now,
+            adopted: adopted.into_iter().map(|(d, (_, v))| (d, v)).collect(),
+            adopted_top,
             fill_to: self.vote_floor,
         });
         self.leader = Some(ballot);
         self.election_at = None;
-        let top = adopted
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(self.ledger.depth);
-        for depth in self.ledger.depth + 1..=top {
-            // A hole nobody in our quorum accepted cannot have been chosen: fill it with nothing.
-            let value = adopted.get(&depth).map_or(
-                Proposal {
-                    proposer: self.id,
-                    transfers: vec![],
-                },
-                |(_, v)| v.clone(),
-            );
-            self.propose(value, out);
-        }
+        self.propose_intake(out);
         self.broadcast(Message::Heartbeat { ballot }, out);
     }
 
@@ -189,6 +186,15 @@ impl Core {
         };
         let depth = l.next_depth;
         let ballot = l.ballot;
+        let window = self.timing.inflight_depths_max;
+        assert!(
+            l.inflight.len() < window,
+            "a leader proposes within its window"
+        );
+        assert!(
+            depth > self.ledger.depth,
+            "a leader proposes only above its chain"
+        );
         let block = l.projected.seal(value.proposer, &value.transfers);
         assert!(
             l.projected.apply(&block).is_ok(),
@@ -197,7 +203,7 @@ impl Core {
         l.next_depth += 1;
         let mut acks = vec![false; self.n];
         acks[self.id] = true;
-        l.inflight.insert(
+        let fresh = l.inflight.insert(
             depth,
             Slot {
                 value: value.clone(),
@@ -205,6 +211,8 @@ impl Core {
                 sent_at: self.now,
             },
         );
+        assert!(fresh.is_none(), "one proposal per depth and ballot");
+        assert!(l.inflight.len() <= window, "the window holds");
         assert!(
             self.promised == ballot,
             "a leader has promised its own ballot"
@@ -274,6 +282,7 @@ impl Core {
     }
 
     pub(super) fn on_forward(&mut self, from: NodeId, transfers: Vec<Transfer>) {
+        let window = self.timing.offer_window();
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -285,9 +294,11 @@ impl Core {
         {
             l.intake[from].clear();
         }
-        // A node may only offer transfers from its own account.
+        // A node may only offer transfers from its own account, and at most the window an
+        // origin offers (`next_offer`): the intake stays bounded whatever a peer sends.
+        let next = l.projected.next_seq[from];
         for t in transfers.into_iter().filter(|t| t.debit() == from) {
-            if t.id.seq >= l.projected.next_seq[from] {
+            if t.id.seq >= next && t.id.seq - next < window {
                 l.intake[from].insert(t.id.seq, t);
             }
         }
@@ -298,8 +309,13 @@ impl Core {
     /// cannot fill every block.
     pub(super) fn next_batch(l: &mut Leadership, max: usize) -> Vec<Transfer> {
         let mut next = l.projected.next_seq.clone();
+        let window = 4 * max as u64; // `Timing::offer_window`
         for (origin, offered) in l.intake.iter_mut().enumerate() {
             *offered = offered.split_off(&next[origin]); // already proposed or committed
+            assert!(
+                offered.len() as u64 <= window,
+                "an intake holds one offer window"
+            );
         }
         let share = (max / l.intake.len()).max(1);
         let mut batch = Vec::new();
@@ -357,35 +373,50 @@ impl Core {
         false
     }
 
-    /// Proposes batches from the intake while fewer than `window` depths are in flight.
+    /// Proposes while fewer than `inflight_depths_max` depths are undecided: adopted values
+    /// first, then batches from the intake.
     pub(super) fn propose_intake(&mut self, out: &mut Vec<Action>) {
         let own = self.next_offer();
-        let (window, max_batch) = (
+        let (id, window, max_batch) = (
+            self.id,
             self.timing.inflight_depths_max,
             self.timing.batch_transfers_max,
         );
         if let Role::Leader(l) = &mut self.role {
-            l.intake[self.id].extend(own.into_iter().map(|t| (t.id.seq, t)));
+            l.intake[id].extend(own.into_iter().map(|t| (t.id.seq, t)));
         }
         loop {
             let Role::Leader(l) = &mut self.role else {
-                return;
+                return; // it stepped down: a decision showed its plan was stale
             };
             if l.inflight.len() >= window {
                 return;
             }
-            let transfers = Self::next_batch(l, max_batch);
-            if transfers.is_empty() && l.next_depth > l.fill_to {
+            let Some(value) = Self::next_value(l, id, max_batch) else {
                 return;
-            }
-            self.propose(
-                Proposal {
-                    proposer: self.id,
-                    transfers,
-                },
-                out,
-            );
+            };
+            self.propose(value, out);
         }
+    }
+
+    /// The value for the next depth: an adopted one, else a batch from the intake, else an
+    /// empty block while below `fill_to`. `None`: nothing to propose.
+    fn next_value(l: &mut Leadership, id: NodeId, max_batch: usize) -> Option<Proposal> {
+        let empty = Proposal {
+            proposer: id,
+            transfers: vec![],
+        };
+        if l.next_depth <= l.adopted_top {
+            return Some(l.adopted.remove(&l.next_depth).unwrap_or(empty));
+        }
+        let transfers = Self::next_batch(l, max_batch);
+        if transfers.is_empty() && l.next_depth > l.fill_to {
+            return None;
+        }
+        Some(Proposal {
+            proposer: id,
+            transfers,
+        })
     }
 
     /// Sends an accept again to the peers that have not answered it within `resend`.

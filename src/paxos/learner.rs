@@ -51,11 +51,13 @@ impl Core {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        // A depth we have not proposed yet was decided without us: our plan is stale too.
+        let unplanned = depth >= l.next_depth;
         let differs = l
             .inflight
             .remove(&depth)
             .is_some_and(|slot| slot.value != *value);
-        if differs {
+        if differs || unplanned {
             self.step_down(self.highest_seen, out);
         }
     }

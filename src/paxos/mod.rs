@@ -242,10 +242,52 @@ pub struct Timing {
     pub leader_timeout_ms: u64,
     /// Retransmission interval for accepts, forwards and catch-up requests.
     pub resend_ms: u64,
-    /// Depths a leader may have in flight at once.
+    /// Undecided depths a leader has proposed, at most (its window): it proposes the next
+    /// depth only while fewer are undecided, adopted values after an election included. So a
+    /// leader never proposes more than this far past the highest depth a majority knows,
+    /// which is what a recovering node's vote floor relies on (see `Amnesia`).
     pub inflight_depths_max: usize,
     /// Transfers per block at most.
     pub batch_transfers_max: usize,
+}
+
+impl Timing {
+    /// How far past its committed transfers an origin offers its queue to the leader, which
+    /// is also the most of one origin's transfers a leader holds (flow control).
+    pub fn offer_window(&self) -> u64 {
+        4 * self.batch_transfers_max as u64
+    }
+
+    /// Refuses timings with which the protocol could not make progress.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            (
+                self.delay_min_ms <= self.delay_max_ms,
+                "delay_min_ms <= delay_max_ms",
+            ),
+            (self.heartbeat_ms > 0, "heartbeat_ms > 0"),
+            (
+                self.heartbeat_ms < self.leader_timeout_ms,
+                "heartbeat_ms < leader_timeout_ms",
+            ),
+            (self.resend_ms > 0, "resend_ms > 0"),
+            (self.inflight_depths_max > 0, "inflight_depths_max > 0"),
+            (self.batch_transfers_max > 0, "batch_transfers_max > 0"),
+            (
+                self.batch_transfers_max <= 1 << 20,
+                "batch_transfers_max <= 2^20",
+            ),
+            (
+                self.leader_timeout_ms <= 3_600_000,
+                "leader_timeout_ms <= 1 hour",
+            ),
+            (self.delay_max_ms <= 3_600_000, "delay_max_ms <= 1 hour"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, rule)) => Err(format!("bad timing {self:?}: needs {rule}")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for Timing {
@@ -342,7 +384,15 @@ impl Core {
         ledger: Ledger,
         records: impl IntoIterator<Item = Record>,
     ) -> Core {
-        assert!(params.id < params.nodes && params.nodes == ledger.balances.len());
+        assert!(params.id < params.nodes, "the node is one of the cluster");
+        assert!(
+            params.nodes == ledger.balances.len(),
+            "one account per node"
+        );
+        assert!(
+            params.timing.validate().is_ok(),
+            "timing is validated at start-up"
+        );
         let id = params.id;
         let mut core = Core {
             id,

@@ -835,6 +835,8 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         intake: vec![BTreeMap::new(); 3],
         last_heartbeat: 0,
         since: 0,
+        adopted: BTreeMap::new(),
+        adopted_top: 0,
         fill_to: 0,
     };
     l.intake[1].extend((1..=10).map(|seq| (seq, tx(1, seq, 0, 1))));
@@ -911,7 +913,10 @@ fn an_origin_offers_the_leader_one_window_at_a_time() {
 fn a_leader_cut_off_from_the_majority_steps_down_and_an_idle_healthy_one_does_not() {
     let mut c = with_leader(3, 0);
     c.run(5 * Timing::default().leader_timeout_ms);
-    assert!(c.core(0).is_leader(), "idle, but hearing from its followers");
+    assert!(
+        c.core(0).is_leader(),
+        "idle, but hearing from its followers"
+    );
     let sever = |p| Event::Command(Command::Sever(p));
     c.batch(0, vec![sever(1), sever(2)]);
     c.run(Timing::default().leader_timeout_ms + 100);

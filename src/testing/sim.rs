@@ -964,7 +964,7 @@ impl<'a> Sim<'a> {
 fn random_timing(rng: &mut Rng) -> Timing {
     let heartbeat = rng.range(20, 100);
     let delay_min = rng.range(5, 20);
-    Timing {
+    let timing = Timing {
         delay_min_ms: delay_min,
         delay_max_ms: delay_min + rng.range(50, 100),
         heartbeat_ms: heartbeat,
@@ -972,7 +972,11 @@ fn random_timing(rng: &mut Rng) -> Timing {
         resend_ms: rng.range(50, 250),
         inflight_depths_max: rng.range(1, 8) as usize,
         batch_transfers_max: rng.range(1, 8) as usize,
-    }
+    };
+    timing
+        .validate()
+        .expect("the simulator's timings are valid");
+    timing
 }
 
 /// Whether the core should accept `cmd`, by the rules, judged from outside.
