@@ -171,9 +171,11 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Result<Params, Str
         timing: Timing {
             delay_min_ms: opts.delay.0,
             delay_max_ms: opts.delay.1,
+            phase_delay_ms: opts.phase_delay_ms,
             ..Timing::default()
         },
         verbose: opts.verbose,
+        classroom: opts.classroom,
         seed: rand::random(),
     };
     params.timing.validate()?;

@@ -265,6 +265,7 @@ fn core() -> Core {
         nodes: NODES,
         timing: Timing::default(),
         verbose: true,
+        classroom: false,
         seed: 7,
     };
     let mut ledger = Ledger::new(NODES, BALANCE);

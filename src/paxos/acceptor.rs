@@ -25,12 +25,11 @@ impl Core {
         self.see_ballot(ballot, out);
         if !self.may_promise(depth) {
             return self.log(out, || {
-                format!("not promising ballot {ballot}: recovering lost state")
+                format!("ballot {ballot} depth {depth}: not promising: this node lost state and cannot say what it accepted there")
             });
         }
         if ballot < self.promised {
-            let promised = self.promised;
-            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+            return self.refuse(from, ballot, "promise", out);
         }
         if ballot > self.promised {
             self.promised = ballot;
@@ -45,10 +44,11 @@ impl Core {
             .map(|(&d, (b, v))| (d, *b, v.clone()))
             .collect();
         self.log(out, || {
-            format!(
-                "promise ballot {ballot} to node {from} ({} accepted values)",
-                accepted.len()
-            )
+            let had = match accepted.as_slice() {
+                [] => "nothing accepted there".to_string(),
+                list => format!("with the {} values it accepted there", list.len()),
+            };
+            format!("ballot {ballot} depth {depth}: promise to node {from}, {had}; no lower ballot counts here from now on")
         });
         self.send(vec![from], Message::Promise { ballot, accepted }, out);
     }
@@ -62,8 +62,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if ballot < self.promised {
-            let promised = self.promised;
-            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+            return self.refuse(from, ballot, "accept", out);
         }
         if depth <= self.ledger.depth {
             // Decided here already. Voting again could count for a stale ballot with another
@@ -73,15 +72,15 @@ impl Core {
         }
         if !self.may_accept() {
             return self.log(out, || {
-                format!("not voting at depth {depth}: recovering lost state")
+                format!("ballot {ballot} depth {depth}: not voting: recovering lost state")
             });
         }
         self.follow(ballot, out);
         self.promised = ballot;
         self.log(out, || {
             format!(
-                "accept depth {depth} ballot {ballot} ({} transfers)",
-                value.transfers.len()
+                "ballot {ballot} depth {depth}: accept {} from node {from}: accepted",
+                leader::describe(&value)
             )
         });
         let record = Record::Accept {
@@ -92,5 +91,20 @@ impl Core {
         self.accepted.insert(depth, (ballot, value));
         out.push(Action::Persist(record));
         self.send(vec![from], Message::Accepted { ballot, depth }, out);
+    }
+
+    /// Refuses a `what` (promise or accept) for a ballot lower than our promise, and says why.
+    pub(super) fn refuse(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        what: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let promised = self.promised;
+        self.log(out, || {
+            format!("ballot {ballot}: {what} refused to node {from}: already promised {promised}")
+        });
+        self.send(vec![from], Message::Reject { ballot, promised }, out);
     }
 }

@@ -77,8 +77,7 @@ impl Core {
 
     pub(super) fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, out: &mut Vec<Action>) {
         if ballot < self.promised {
-            let promised = self.promised;
-            return self.send(vec![from], Message::Reject { ballot, promised }, out);
+            return self.refuse(from, ballot, "heartbeat", out);
         }
         self.follow(ballot, out);
         // The answer tells an idle leader it still has a majority (see `check_quorum`).
@@ -119,6 +118,9 @@ impl Core {
             if below_floor {
                 self.remind_leader(out);
             }
+            if self.classroom {
+                return; // a round is under way; ours comes after it, with our own transfers
+            }
             return self.forward(out);
         }
         if self.amnesia.is_some() {
@@ -135,7 +137,7 @@ impl Core {
                 let delay = self.random_delay() + defer;
                 self.election_at = Some(self.now + delay);
                 self.log(out, || {
-                    format!("no leader; running for leader in {delay} ms")
+                    format!("no leader; running for leader in {delay} ms (random delay)")
                 });
             }
             Some(at) if self.now >= at => self.start_election(out),

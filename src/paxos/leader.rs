@@ -27,6 +27,12 @@ pub(super) struct Leadership {
     /// nothing can have been chosen).
     pub(super) adopted: BTreeMap<u64, Proposal>,
     pub(super) adopted_top: u64,
+    /// The first depth it proposes: in the classroom, the only one.
+    pub(super) first_depth: u64,
+    /// No accept goes out before this time (the classroom's phase delay after promises).
+    pub(super) accept_at: u64,
+    /// A chosen depth whose decide is held back until the time given (phase delay).
+    pub(super) decide_hold: Option<(u64, u64)>,
     /// Propose empty blocks, if nothing else, up to this depth: the vote floor of a
     /// recovering node, which takes no transfers until the chain has passed it.
     pub(super) fill_to: u64,
@@ -72,7 +78,9 @@ impl Core {
         });
         let depth = self.ledger.depth + 1;
         self.log(out, || {
-            format!("running for leader: prepare ballot {ballot} from depth {depth}")
+            format!(
+                "ballot {ballot} depth {depth}: running for leader: prepare (promise me depth {depth} on, ballots below {ballot} no longer count)"
+            )
         });
         self.broadcast(Message::Prepare { ballot, depth }, out);
         self.try_win(out);
@@ -88,19 +96,27 @@ impl Core {
     ) {
         if let Role::Candidate(c) = &mut self.role {
             if c.ballot == ballot {
+                let carried = describe_accepted(&accepted);
                 c.promises.insert(from, (depth, accepted));
+                let (have, quorum) = (c.promises.len(), self.quorum());
                 self.log(out, || {
-                    format!("promise from node {from} for ballot {ballot}")
+                    format!("ballot {ballot}: promise {have}/{quorum} from node {from} ({carried})")
                 });
                 self.try_win(out);
             }
         }
     }
 
-    pub(super) fn on_reject(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Action>) {
+    pub(super) fn on_reject(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        promised: Ballot,
+        out: &mut Vec<Action>,
+    ) {
         if self.role_ballot() == Some(ballot) {
             self.log(out, || {
-                format!("ballot {ballot} rejected: a node promised {promised}")
+                format!("ballot {ballot}: refused by node {from}, which already promised {promised}; this ballot cannot win")
             });
         }
         self.see_ballot(promised, out);
@@ -122,9 +138,13 @@ impl Core {
             .max_by_key(|&(_, d)| d)
             .unwrap();
         let mut adopted: BTreeMap<u64, (Ballot, Proposal)> = BTreeMap::new();
-        for (depth, b, value) in c.promises.values().flat_map(|(_, acc)| acc.iter()) {
-            if *depth > self.ledger.depth && adopted.get(depth).is_none_or(|(ab, _)| ab < b) {
-                adopted.insert(*depth, (*b, value.clone()));
+        let mut told: BTreeMap<u64, NodeId> = BTreeMap::new();
+        for (&p, (_, acc)) in &c.promises {
+            for (depth, b, value) in acc {
+                if *depth > self.ledger.depth && adopted.get(depth).is_none_or(|(ab, _)| ab < b) {
+                    adopted.insert(*depth, (*b, value.clone()));
+                    told.insert(*depth, p);
+                }
             }
         }
         if ahead_depth > self.ledger.depth {
@@ -138,6 +158,12 @@ impl Core {
             self.peer_depth[ahead] = ahead_depth;
             return self.maybe_catch_up(ahead, out);
         }
+        for (depth, (b, _)) in &adopted {
+            let p = told[depth];
+            self.log(out, || {
+                format!("ballot {ballot} depth {depth}: node {p} had accepted ballot {b}'s value at depth {depth}; the new leader must propose that value, not its own")
+            });
+        }
         self.become_leader(ballot, adopted, out);
     }
 
@@ -147,9 +173,13 @@ impl Core {
         adopted: BTreeMap<u64, (Ballot, Proposal)>,
         out: &mut Vec<Action>,
     ) {
+        let (have, quorum) = match &self.role {
+            Role::Candidate(c) => (c.promises.len(), self.quorum()),
+            _ => unreachable!("only a candidate wins"),
+        };
         self.log(out, || {
             format!(
-                "elected leader with ballot {ballot} at depth {}",
+                "ballot {ballot} depth {}: elected leader with {have}/{quorum} promises",
                 self.ledger.depth + 1
             )
         });
@@ -170,8 +200,17 @@ impl Core {
             since: self.now,
             adopted: adopted.into_iter().map(|(d, (_, v))| (d, v)).collect(),
             adopted_top,
+            first_depth: self.ledger.depth + 1,
+            accept_at: self.now + self.phase_delay(),
+            decide_hold: None,
             fill_to: self.vote_floor,
         });
+        if self.phase_delay() > 0 {
+            let hold = self.phase_delay();
+            self.log(out, || {
+                format!("ballot {ballot}: accept phase in {hold} ms (phase delay)")
+            });
+        }
         self.leader = Some(ballot);
         self.election_at = None;
         self.propose_intake(out);
@@ -225,8 +264,8 @@ impl Core {
         }));
         self.log(out, || {
             format!(
-                "propose depth {depth} ballot {ballot} ({} transfers)",
-                value.transfers.len()
+                "ballot {ballot} depth {depth}: propose {}: accept",
+                describe(&value)
             )
         });
         self.broadcast(
@@ -255,12 +294,19 @@ impl Core {
         }
         if let Some(slot) = l.inflight.get_mut(&depth) {
             slot.acks[from] = true;
+            let have = slot.acks.iter().filter(|&&a| a).count();
+            let quorum = self.quorum();
+            self.log(out, || {
+                format!("ballot {ballot} depth {depth}: accepted {have}/{quorum} from node {from}")
+            });
             self.check_chosen(depth, out);
         }
     }
 
+    /// Decides `depth` once a majority accepted it; with a classroom phase delay, holds the
+    /// decide back that long first (`lead` sends it when the time comes).
     pub(super) fn check_chosen(&mut self, depth: u64, out: &mut Vec<Action>) {
-        let quorum = self.quorum();
+        let (quorum, now, hold) = (self.quorum(), self.now, self.phase_delay());
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -272,13 +318,57 @@ impl Core {
             return;
         }
         let ballot = l.ballot;
-        let slot = l.inflight.remove(&depth).expect("slot exists");
+        if hold > 0 && l.decide_hold.is_none() {
+            l.decide_hold = Some((depth, now + hold));
+            return self.log(out, || {
+                format!("ballot {ballot} depth {depth}: chosen by a majority; decide in {hold} ms (phase delay)")
+            });
+        }
+        if l.decide_hold.is_some_and(|(d, at)| d == depth && now < at) {
+            return;
+        }
+        l.decide_hold = None;
+        self.decide(ballot, depth, out);
+    }
+
+    fn decide(&mut self, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &mut self.role else {
+            unreachable!("only a leader decides");
+        };
+        let slot = l
+            .inflight
+            .remove(&depth)
+            .expect("a chosen slot is in flight");
         self.log(out, || {
-            format!("depth {depth} chosen by a majority: decide")
+            format!(
+                "ballot {ballot} depth {depth}: chosen by a majority ({}): decide",
+                describe(&slot.value)
+            )
         });
         self.decided.insert(depth, slot.value);
         self.broadcast(Message::Decide { ballot, depth }, out);
         self.apply_decided(out);
+        if self.classroom && self.is_leader() {
+            self.end_round(ballot, depth, out);
+        }
+    }
+
+    /// Classroom: one full round per block. The leader lets its ballot go once its depth is
+    /// decided, so the next depth starts again from prepare, after a random delay.
+    fn end_round(&mut self, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+        self.log(out, || {
+            format!("ballot {ballot} depth {depth}: round over; the next depth needs a new round, from prepare")
+        });
+        self.role = Role::Follower;
+        self.leader = None;
+    }
+
+    /// The classroom's pause between phases, in ms (0: none).
+    fn phase_delay(&self) -> u64 {
+        match self.classroom {
+            true => self.timing.phase_delay_ms,
+            false => 0,
+        }
     }
 
     pub(super) fn on_forward(&mut self, from: NodeId, transfers: Vec<Transfer>) {
@@ -341,6 +431,16 @@ impl Core {
         if !self.check_quorum(out) {
             return;
         }
+        let held = match &self.role {
+            Role::Leader(l) => l.decide_hold.filter(|&(_, at)| self.now >= at),
+            _ => None,
+        };
+        if let Some((depth, _)) = held {
+            self.check_chosen(depth, out);
+            if !self.is_leader() {
+                return; // the classroom round is over
+            }
+        }
         self.propose_intake(out);
         self.resend_accepts(out);
         self.heartbeat(out);
@@ -389,8 +489,11 @@ impl Core {
             let Role::Leader(l) = &mut self.role else {
                 return; // it stepped down: a decision showed its plan was stale
             };
-            if l.inflight.len() >= window {
+            if l.inflight.len() >= window || self.now < l.accept_at {
                 return;
+            }
+            if self.classroom && l.next_depth > l.first_depth {
+                return; // one depth per round
             }
             let Some(value) = Self::next_value(l, id, max_batch) else {
                 return;
@@ -458,6 +561,39 @@ impl Core {
             l.last_heartbeat = now;
             let ballot = l.ballot;
             self.broadcast(Message::Heartbeat { ballot }, out);
+        }
+    }
+}
+
+/// A value as a class reads it: its transfer ids, or `empty`.
+pub(super) fn describe(value: &Proposal) -> String {
+    const SHOWN: usize = 8;
+    if value.transfers.is_empty() {
+        return "empty".to_string();
+    }
+    let ids: Vec<String> = value
+        .transfers
+        .iter()
+        .take(SHOWN)
+        .map(|t| t.id.to_string())
+        .collect();
+    match value.transfers.len().saturating_sub(SHOWN) {
+        0 => format!("[{}]", ids.join(" ")),
+        more => format!("[{} +{more} more]", ids.join(" ")),
+    }
+}
+
+/// What a promise carried: the values its sender had accepted.
+fn describe_accepted(accepted: &AcceptedList) -> String {
+    match accepted.as_slice() {
+        [] => "it had accepted nothing there".to_string(),
+        list => {
+            let each: Vec<String> = list
+                .iter()
+                .take(4)
+                .map(|(d, b, v)| format!("depth {d} ballot {b} {}", describe(v)))
+                .collect();
+            format!("it had accepted {}", each.join(", "))
         }
     }
 }

@@ -22,7 +22,10 @@ impl Core {
         match self.accepted.get(&depth) {
             Some((b, value)) if *b == ballot => {
                 self.log(out, || {
-                    format!("learned depth {depth} is decided (ballot {ballot})")
+                    format!(
+                        "ballot {ballot} depth {depth}: decided {}: learned from node {from}",
+                        leader::describe(value)
+                    )
                 });
                 self.decided.insert(depth, value.clone());
                 self.apply_decided(out);

@@ -249,6 +249,9 @@ pub struct Timing {
     pub inflight_depths_max: usize,
     /// Transfers per block at most.
     pub batch_transfers_max: usize,
+    /// Classroom only: how long a leader holds each phase (accept, decide) before its
+    /// messages go out, so that a person can act between phases. 0: no pause.
+    pub phase_delay_ms: u64,
 }
 
 impl Timing {
@@ -282,6 +285,7 @@ impl Timing {
                 "leader_timeout_ms <= 1 hour",
             ),
             (self.delay_max_ms <= 3_600_000, "delay_max_ms <= 1 hour"),
+            (self.phase_delay_ms <= 3_600_000, "phase_delay_ms <= 1 hour"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, rule)) => Err(format!("bad timing {self:?}: needs {rule}")),
@@ -300,6 +304,7 @@ impl Default for Timing {
             resend_ms: 250,
             inflight_depths_max: 8,
             batch_transfers_max: 4096,
+            phase_delay_ms: 0,
         }
     }
 }
@@ -311,6 +316,9 @@ pub struct Params {
     pub nodes: usize,
     pub timing: Timing,
     pub verbose: bool,
+    /// Classroom policy: every depth is decided by its own full round (prepare, promise,
+    /// accept, accepted, decide), with no leader kept across depths, as in the seed.
+    pub classroom: bool,
     /// Seeds the node's private random number generator (election delays).
     pub seed: u64,
 }
@@ -332,6 +340,7 @@ pub struct Core {
     n: usize,
     timing: Timing,
     verbose: bool,
+    classroom: bool,
     rng: u64,
     now: u64,
     ledger: Ledger,
@@ -399,6 +408,7 @@ impl Core {
             n: params.nodes,
             timing: params.timing,
             verbose: params.verbose,
+            classroom: params.classroom,
             rng: params.seed,
             now: 0,
             promised: Ballot::default(),
@@ -559,7 +569,11 @@ impl Core {
 
     fn log(&self, out: &mut Vec<Action>, text: impl FnOnce() -> String) {
         if self.verbose {
-            out.push(Action::Print(format!("[paxos] {}", text())));
+            out.push(Action::Print(format!(
+                "[paxos] node {}: {}",
+                self.id,
+                text()
+            )));
         }
     }
 
@@ -606,7 +620,7 @@ impl Core {
             Message::Promise { ballot, accepted } => {
                 self.on_promise(from, ballot, env.depth, accepted, out)
             }
-            Message::Reject { ballot, promised } => self.on_reject(ballot, promised, out),
+            Message::Reject { ballot, promised } => self.on_reject(from, ballot, promised, out),
             Message::Accept {
                 ballot,
                 depth,

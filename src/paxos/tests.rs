@@ -40,6 +40,7 @@ fn params(id: NodeId, nodes: usize) -> Params {
         nodes,
         timing: Timing::default(),
         verbose: false,
+        classroom: false,
         seed: 7 + id as u64,
     }
 }
@@ -837,6 +838,9 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         since: 0,
         adopted: BTreeMap::new(),
         adopted_top: 0,
+        first_depth: 1,
+        accept_at: 0,
+        decide_hold: None,
         fill_to: 0,
     };
     l.intake[1].extend((1..=10).map(|seq| (seq, tx(1, seq, 0, 1))));

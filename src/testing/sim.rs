@@ -44,6 +44,8 @@ pub struct SimConfig {
     pub settle_ms: u64,
     /// Print every batch and action to stderr (for replaying a failing seed).
     pub trace: bool,
+    /// Run every node under the classroom policy (a full round per depth).
+    pub classroom: bool,
 }
 
 impl SimConfig {
@@ -53,6 +55,7 @@ impl SimConfig {
             fault_ms: 5_000,
             settle_ms: 30_000,
             trace: false,
+            classroom: false,
         }
     }
 }
@@ -464,6 +467,7 @@ impl<'a> Sim<'a> {
             nodes: self.cfg.nodes,
             timing: self.timing.clone(),
             verbose: self.cfg.trace,
+            classroom: self.cfg.classroom,
             seed: self.rng.next_u64(),
         };
         let node = &mut self.nodes[x];
@@ -972,6 +976,8 @@ fn random_timing(rng: &mut Rng) -> Timing {
         resend_ms: rng.range(50, 250),
         inflight_depths_max: rng.range(1, 8) as usize,
         batch_transfers_max: rng.range(1, 8) as usize,
+        // Used by the classroom policy only.
+        phase_delay_ms: [0, 0, 10, 40][rng.below(4)],
     };
     timing
         .validate()
