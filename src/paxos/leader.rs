@@ -190,7 +190,7 @@ impl Core {
             .next_back()
             .copied()
             .unwrap_or(self.ledger.depth);
-        self.role = Role::Leader(Leadership {
+        self.role = Role::Leader(Box::new(Leadership {
             ballot,
             next_depth: self.ledger.depth + 1,
             inflight: BTreeMap::new(),
@@ -204,7 +204,7 @@ impl Core {
             accept_at: self.now + self.phase_delay(),
             decide_hold: None,
             fill_to: self.vote_floor,
-        });
+        }));
         if self.phase_delay() > 0 {
             let hold = self.phase_delay();
             self.log(out, || {

@@ -330,7 +330,7 @@ pub type AcceptedList = Vec<(u64, Ballot, Proposal)>;
 enum Role {
     Follower,
     Candidate(Candidacy),
-    Leader(Leadership),
+    Leader(Box<Leadership>),
 }
 
 /// One node's protocol state.
