@@ -13,9 +13,9 @@ use crate::ledger::{Hash, NodeId};
 use crate::lock;
 use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
 use crate::storage::{Store, StoreError};
+use crate::trace::{self, TraceWriter};
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
-use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -89,10 +89,6 @@ impl NodeOptions {
 /// What the stdin thread and the Ctrl-C handler tell the event loop.
 enum Local {
     Event(Event),
-    /// `printBlockchain`, with full hashes or short ones.
-    Chain {
-        full: bool,
-    },
     Print(String),
     /// Show the `node3> ` prompt once this turn's output is out.
     Prompt,
@@ -142,6 +138,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
     let core = Core::recover(params, opened.ledger, opened.records);
+    let trace = open_trace(&dir, id)?;
     let mut store = opened.store;
     compact(&mut store, &core);
     let console = Console {
@@ -156,12 +153,31 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         core,
         store,
         transport,
+        trace,
         start: Instant::now(),
-        chain_full: VecDeque::new(),
         prompt: false,
     }
     .run(net_rx, local_rx);
     Ok(())
+}
+
+/// Opens the node's trace for this incarnation (each start counts one more).
+fn open_trace(dir: &std::path::Path, id: NodeId) -> Result<TraceWriter, String> {
+    let opened = trace::next_incarnation(dir).and_then(|inc| TraceWriter::open(dir, id, inc));
+    opened.map_err(|e| {
+        format!(
+            "cannot open the trace in {}: {}",
+            dir.display(),
+            human::explain(&e)
+        )
+    })
+}
+
+/// The wall-clock time of day, UTC, as `HH:MM:SS.mmm`: five terminals' verbose lines line up.
+fn wall_clock() -> String {
+    let ms = trace::now_ms() % 86_400_000;
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
 }
 
 fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Result<Params, String> {
@@ -262,10 +278,10 @@ struct EventLoop {
     core: Core,
     store: Store,
     transport: Transport,
+    /// The bounded message trace that `benmo trace` draws rounds from.
+    trace: TraceWriter,
     start: Instant,
     compact_at: u64,
-    /// For each `printBlockchain` the core has yet to answer: full hashes or short.
-    chain_full: VecDeque<bool>,
     /// Whether to show the prompt after this turn's output.
     prompt: bool,
 }
@@ -301,12 +317,12 @@ impl EventLoop {
         let mut actions = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => self.core.handle(now, e, &mut actions),
-                Local::Chain { full } => {
-                    // The core answers with exactly one PrintChain, in order.
-                    self.chain_full.push_back(full);
-                    let e = Event::Command(Command::PrintBlockchain);
-                    self.core.handle(now, e, &mut actions);
+                Local::Event(e) => {
+                    if let Event::Message { from, env } = &e {
+                        self.trace
+                            .received(trace::now_ms(), *from, env.id, &env.msg);
+                    }
+                    self.core.handle(now, e, &mut actions)
                 }
                 Local::Print(line) => actions.push(Action::Print(line)),
                 Local::Prompt => self.prompt = true,
@@ -326,6 +342,7 @@ impl EventLoop {
         }
         out.flush().ok();
         drop(out);
+        self.trace.flush().ok(); // a diagnostic: losing it must not stop the node
         if self.store.wal_bytes() > self.compact_at {
             compact(&mut self.store, &self.core);
             self.compact_at = COMPACT_BYTES.max(2 * self.store.wal_bytes());
@@ -337,7 +354,10 @@ impl EventLoop {
         for write in writes {
             let written = match write {
                 Durable::Record(r) => self.store.append(r),
-                Durable::Block(b) => self.store.commit(b),
+                Durable::Block(b) => {
+                    self.trace.committed(trace::now_ms(), b);
+                    self.store.commit(b)
+                }
             };
             written.unwrap_or_else(|e| fatal(&store_error(&e)));
         }
@@ -348,13 +368,13 @@ impl EventLoop {
 
     fn perform(&mut self, action: Action, out: &mut impl Write) {
         match action {
-            Action::Send { to, env } => self.transport.send(&to, &env),
+            Action::Send { to, env } => self.send(&to, env),
+            Action::Print(line) if line.starts_with("[paxos]") => {
+                drop(writeln!(out, "{} {line}", wall_clock()))
+            }
             Action::Print(line) => drop(writeln!(out, "{line}")),
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
-            Action::PrintChain => {
-                let full = self.chain_full.pop_front().unwrap_or(false);
-                self.print_chain(out, full);
-            }
+            Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
                 writeln!(out, "node {} crashing", self.core.id()).ok();
                 out.flush().ok();
@@ -368,10 +388,11 @@ impl EventLoop {
         match self.store.blocks(from, CHUNK_BYTES) {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
+                    id: 0,
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
-                self.transport.send(&[to], &env);
+                self.send(&[to], env);
             }
             Ok(_) => {}
             Err(e) => eprintln!(
@@ -411,8 +432,16 @@ impl EventLoop {
         writeln!(out, "chain depth {}", self.store.depth()).ok();
     }
 
+    /// Stamps the envelope with a fresh id, notes it in the trace, and sends it.
+    fn send(&mut self, to: &[NodeId], mut env: Envelope) {
+        env.id = self.trace.next_id();
+        self.trace.sent(trace::now_ms(), env.id, to, &env.msg);
+        self.transport.send(to, &env);
+    }
+
     fn stop(mut self) {
         self.store.sync().ok();
+        self.trace.stopped(trace::now_ms()).ok();
         let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
     }
@@ -455,7 +484,6 @@ fn read_commands(mut stdin: LineReader, tx: Sender<Local>, console: Console) {
         let parsed = line.and_then(|l| commands::parse(&l));
         let sent = match parsed {
             Ok(Parsed::Command(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
-            Ok(Parsed::Chain { full }) => tx.send(Local::Chain { full }).is_ok(),
             Ok(Parsed::Help) => say(commands::HELP.to_string()),
             Ok(Parsed::Quit) => {
                 // Stops the node like Ctrl-C; nothing more to read.

@@ -64,7 +64,11 @@ fn envelopes() -> Vec<Envelope> {
         Message::Blocks { blocks: chain(3) },
     ]
     .into_iter()
-    .map(|msg| Envelope { depth: 1, msg })
+    .map(|msg| Envelope {
+        depth: 1,
+        id: 0,
+        msg,
+    })
     .collect()
 }
 
@@ -246,6 +250,7 @@ fn transport_decoder_survives_random_and_mutated_bytes() {
             *marker += 1;
             let marker = *marker;
             let want = Envelope {
+                id: 0,
                 depth: marker,
                 msg: Message::CatchUp { from: marker },
             };
@@ -299,6 +304,7 @@ fn regression_envelope_naming_an_unknown_node_is_refused() {
         node: usize::MAX,
     };
     let accept = Envelope {
+        id: 0,
         depth: 1,
         msg: Message::Accept {
             ballot: huge,

@@ -193,6 +193,7 @@ fn bad_input_is_dropped_and_logged_once_and_peers_keep_working() {
     for cut in [2, 20, 37, 50] {
         let mut raw = Raw::login(&a, k, 2);
         let env = Envelope {
+            id: 0,
             depth: 0,
             msg: Message::CatchUp { from: 1 },
         };
@@ -280,6 +281,7 @@ fn forged_replayed_and_altered_frames_change_nothing() {
             Hash([0xab; 32])
         };
         Envelope {
+            id: 0,
             depth,
             msg: Message::Blocks {
                 blocks: vec![Block {
@@ -300,6 +302,7 @@ fn forged_replayed_and_altered_frames_change_nothing() {
     let forged_hash = next(vec![steal], false);
     let forged_overdraft = next(vec![overdraw], true);
     let stale_decide = Envelope {
+        id: 0,
         depth: settled.depth,
         msg: Message::Decide {
             ballot: Ballot { round: 0, node: 1 },

@@ -10,11 +10,11 @@ impl Core {
                 credit,
                 amount,
             } => self.on_transfer(debit, credit, amount, out),
-            Command::PrintBlockchain => out.push(Action::PrintChain),
+            Command::PrintBlockchain { full } => out.push(Action::PrintChain { full }),
             Command::PrintBalance => self.print_balance(self.id, out),
             Command::PrintBalances => (0..self.n).for_each(|p| self.print_balance(p, out)),
             Command::PrintQueue => self.print_queue(out),
-            Command::Status => self.print_status(out),
+            Command::Status { full } => self.print_status(full, out),
             Command::Crash => out.push(Action::Crash),
             Command::Sever(peer) => self.set_severed(peer, true, out),
             Command::Restore(peer) => self.set_severed(peer, false, out),
@@ -108,7 +108,9 @@ impl Core {
         }
     }
 
-    pub(super) fn print_status(&self, out: &mut Vec<Action>) {
+    /// The status line (short hashes unless `full`), then one line per link: its state and
+    /// when a message last came from that peer, so a sever made at one end shows at both.
+    pub(super) fn print_status(&self, full: bool, out: &mut Vec<Action>) {
         let role = match self.role {
             Role::Follower => "follower",
             Role::Candidate(_) => "candidate",
@@ -121,7 +123,10 @@ impl Core {
             "node {} depth {} head {} ballot {} leader {} role {} queue {} transfers {}",
             self.id,
             self.ledger.depth,
-            self.ledger.head,
+            match full {
+                true => self.ledger.head.to_string(),
+                false => self.ledger.head.short(),
+            },
             self.promised,
             leader,
             role,
@@ -134,7 +139,11 @@ impl Core {
                 (false, true) => "up",
                 (false, false) => "down",
             };
-            out.push(Action::Print(format!("link {p} {state}")));
+            let heard = match self.heard_at[p] {
+                0 => "never heard from".to_string(),
+                at => format!("heard {} ago", human_ms(self.now - at)),
+            };
+            out.push(Action::Print(format!("link {p} {state} {heard}")));
         }
     }
 
@@ -148,5 +157,14 @@ impl Core {
         if !severed {
             self.send(vec![peer], Message::Hello, out);
         }
+    }
+}
+
+/// A duration for a person: `40 ms`, `3.2 s`, `5 min`.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{}.{} s", ms / 1000, ms % 1000 / 100),
+        _ => format!("{} min", ms / 60_000),
     }
 }

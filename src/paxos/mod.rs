@@ -95,6 +95,10 @@ pub enum Message {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Envelope {
     pub depth: u64,
+    /// Pairs a sending with its receipts in the nodes' traces. The core leaves it 0; the
+    /// shell stamps each envelope it sends (see `trace::TraceWriter::next_id`).
+    #[serde(default)]
+    pub id: u64,
     pub msg: Message,
 }
 
@@ -194,7 +198,9 @@ pub enum Action {
         from: u64,
     },
     /// Print every block of the chain.
-    PrintChain,
+    PrintChain {
+        full: bool,
+    },
     /// Exit at once, without cleanup (crashNode).
     Crash,
 }
@@ -556,6 +562,7 @@ impl Core {
             out.push(Action::Send {
                 to,
                 env: Envelope {
+                    id: 0,
                     depth: self.ledger.depth,
                     msg,
                 },

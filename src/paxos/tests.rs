@@ -60,7 +60,7 @@ fn tx(node: NodeId, seq: u64, credit: NodeId, amount: u64) -> Transfer {
 fn msg(from: NodeId, depth: u64, msg: Message) -> Event {
     Event::Message {
         from,
-        env: Envelope { depth, msg },
+        env: Envelope { depth, id: 0, msg },
     }
 }
 
@@ -134,6 +134,7 @@ impl Cluster {
             x,
             to,
             Envelope {
+                id: 0,
                 depth,
                 msg: Message::Blocks { blocks },
             },
@@ -678,6 +679,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
             Action::Send {
                 to: vec![0],
                 env: Envelope {
+                    id: 0,
                     depth: 0,
                     msg: Message::Accepted {
                         ballot: b,
@@ -710,6 +712,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
             Action::Send {
                 to: vec![1],
                 env: Envelope {
+                    id: 0,
                     depth: 0,
                     msg: promise
                 }

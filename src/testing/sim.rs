@@ -625,7 +625,7 @@ impl<'a> Sim<'a> {
                     self.crash(x);
                     break;
                 }
-                Action::PrintChain => {}
+                Action::PrintChain { .. } => {}
                 Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
         }
@@ -637,6 +637,7 @@ impl<'a> Sim<'a> {
         let start = (from.max(1) as usize - 1).min(chain.len());
         let end = (start + self.knobs.serve_max).min(chain.len());
         let env = Envelope {
+            id: 0,
             depth: chain.len() as u64,
             msg: Message::Blocks {
                 blocks: chain[start..end].to_vec(),
@@ -710,11 +711,11 @@ impl<'a> Sim<'a> {
         }
         if self.rng.chance(50) {
             let cmd = [
-                Command::PrintBlockchain,
+                Command::PrintBlockchain { full: false },
                 Command::PrintBalance,
                 Command::PrintBalances,
                 Command::PrintQueue,
-                Command::Status,
+                Command::Status { full: false },
             ][self.rng.below(5)]
             .clone();
             return self.read_only(x, cmd);
@@ -801,7 +802,7 @@ impl<'a> Sim<'a> {
         core.handle(self.now, Event::Command(cmd.clone()), &mut out);
         match out
             .iter()
-            .find(|a| !matches!(a, Action::Print(_) | Action::PrintChain))
+            .find(|a| !matches!(a, Action::Print(_) | Action::PrintChain { .. }))
         {
             Some(a) => Err(format!("node {x}: {cmd:?} did {a:?}")),
             None => Ok(()),
