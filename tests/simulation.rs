@@ -5,6 +5,8 @@
 //! - `BENMO_SIM_SEEDS=<n>` runs a longer soak of n seeds (split over the test threads),
 //!   starting at `BENMO_SIM_FIRST` (default 0) to explore seeds the default run never tries.
 //!   With `--nocapture`, each chunk prints a summary of the faults it saw.
+//! - `BENMO_SIM_CLASSROOM=1` runs that soak under the classroom policy (a full round per
+//!   depth); `classroom_*` run a share of the default seeds under it on every test run.
 //!
 //! About a third of the seeds damage a disk now and then, as `benmo node --recover` finds
 //! it (see `Sim::damage` in src/sim.rs): WAL records and/or blocks lost, the node amnesic.
@@ -14,15 +16,18 @@ use benmo::testing::sim::{run, SimConfig, Stats};
 /// Seeds per test function; there are `CHUNKS` of them so the test threads share the work.
 const DEFAULT_SEEDS: u64 = 4_000;
 const CHUNKS: u64 = 4;
+/// The classroom policy's share of every test run, in two chunks.
+const CLASSROOM_SEEDS: u64 = 1_000;
 
 fn replay_hint(seed: u64) -> String {
-    format!("replay with: BENMO_SEED={seed} cargo test --release --test simulation replay -- --nocapture 2>trace.txt")
+    format!("replay with: BENMO_SEED={seed} cargo test --release --test simulation replay -- --nocapture 2>trace.txt (with BENMO_SIM_CLASSROOM=1 for a classroom seed)")
 }
 
 fn check(seed: u64, trace: bool) -> Stats {
     check_with(
         SimConfig {
             trace,
+            classroom: std::env::var("BENMO_SIM_CLASSROOM").is_ok_and(|v| v == "1"),
             ..SimConfig::for_seed(seed)
         },
         seed,
@@ -85,6 +90,29 @@ fn replay() {
     if let Some(seed) = env_u64("BENMO_SEED") {
         eprintln!("{:?}", check(seed, true));
     }
+}
+
+/// A share of the seeds under the classroom policy, whatever the environment says.
+fn classroom_chunk(k: u64) {
+    let mut summary = Summary::default();
+    for seed in (k..CLASSROOM_SEEDS).step_by(2) {
+        let cfg = SimConfig {
+            classroom: true,
+            ..SimConfig::for_seed(seed)
+        };
+        summary.add(&check_with(cfg, seed));
+    }
+    eprintln!("classroom chunk {k}: {summary:?}");
+}
+
+#[test]
+fn classroom_0() {
+    classroom_chunk(0);
+}
+
+#[test]
+fn classroom_1() {
+    classroom_chunk(1);
 }
 
 #[test]
