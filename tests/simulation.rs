@@ -49,6 +49,7 @@ struct Summary {
     damaged_seeds: u64,
     wal_damaged: u64,
     chain_damaged: u64,
+    lost_tails: u64,
     recovered: u64,
     indeterminate: u64,
     lost_ids: u64,
@@ -61,6 +62,7 @@ impl Summary {
         self.damaged_seeds += (s.wal_damaged + s.chain_damaged > 0) as u64;
         self.wal_damaged += s.wal_damaged;
         self.chain_damaged += s.chain_damaged;
+        self.lost_tails += s.lost_tails;
         self.recovered += s.recovered;
         self.indeterminate += s.indeterminate;
         self.lost_ids += s.lost_ids;

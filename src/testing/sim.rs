@@ -73,6 +73,8 @@ pub struct Stats {
     /// (the node restarts amnesic), or only blocks of the chain.
     pub wal_damaged: u64,
     pub chain_damaged: u64,
+    /// Of those, disks that lost only their last few synced records (see `Sim::damage`).
+    pub lost_tails: u64,
     /// Amnesic nodes that asked their peers and voted again.
     pub recovered: u64,
     /// Acknowledged transfers whose `Queue` record was lost, so may or may not commit.
@@ -849,24 +851,32 @@ impl<'a> Sim<'a> {
     /// A crash that damaged the disk, repaired as `Store::recover` does: the WAL and/or the
     /// chain are cut to a good prefix (possibly empty). Lost WAL records make the node restart
     /// amnesic: so does a cut chain, the only record of its votes once the WAL is compacted.
+    ///
+    /// One kind is the lost tail: a disk that dropped the last few synced writes (or a node
+    /// dir copied while it ran). The superblock detects it, the node refuses to start, and
+    /// the operator's `--recover` makes it amnesic like any other damage.
     fn damage(&mut self, x: NodeId) {
-        let (cut_wal, cut_chain) = match self.harm.below(3) {
-            0 => (true, false),
-            1 => (false, true),
-            _ => (true, true),
+        let (cut_wal, cut_chain, tail) = match self.harm.below(4) {
+            0 => (true, false, false),
+            1 => (false, true, false),
+            2 => (true, true, false),
+            _ => (true, self.harm.chance(500), true),
         };
         let node = &mut self.nodes[x];
         let had = node.chain.len();
-        let wal_kept = if cut_wal {
-            self.harm.below(node.records.len() + 1)
-        } else {
-            node.records.len()
+        let cut = |len: usize, harm: &mut Rng| match tail {
+            true => len.saturating_sub(harm.range(1, 3) as usize),
+            false => harm.below(len + 1),
         };
-        let chain_kept = if cut_chain {
-            self.harm.below(had + 1)
-        } else {
-            had
+        let wal_kept = match cut_wal {
+            true => cut(node.records.len(), &mut self.harm),
+            false => node.records.len(),
         };
+        let chain_kept = match cut_chain {
+            true => cut(had, &mut self.harm),
+            false => had,
+        };
+        self.stats.lost_tails += tail as u64;
         let lost = node.records.split_off(wal_kept);
         let cut = node.chain.split_off(chain_kept);
         if lost.is_empty() && cut.is_empty() {
