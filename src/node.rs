@@ -162,15 +162,16 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 }
 
 /// Opens the node's trace for this incarnation (each start counts one more).
-fn open_trace(dir: &std::path::Path, id: NodeId) -> Result<TraceWriter, String> {
+fn open_trace(dir: &std::path::Path, id: NodeId) -> Result<Option<TraceWriter>, String> {
+    if std::env::var("BENMO_TRACE").is_ok_and(|v| v == "off") {
+        return Ok(None);
+    }
     let opened = trace::next_incarnation(dir).and_then(|inc| TraceWriter::open(dir, id, inc));
-    opened.map_err(|e| {
-        format!(
-            "cannot open the trace in {}: {}",
-            dir.display(),
-            human::explain(&e)
-        )
-    })
+    let explain = |e: io::Error| {
+        let why = human::explain(&e);
+        format!("cannot open the trace in {}: {why}", dir.display())
+    };
+    opened.map(Some).map_err(explain)
 }
 
 /// The wall-clock time of day, UTC, as `HH:MM:SS.mmm`: five terminals' verbose lines line up.
@@ -278,8 +279,9 @@ struct EventLoop {
     core: Core,
     store: Store,
     transport: Transport,
-    /// The bounded message trace that `benmo trace` draws rounds from.
-    trace: TraceWriter,
+    /// The bounded message trace that `benmo trace` draws rounds from (`None` only with
+    /// `BENMO_TRACE=off`, which exists to measure what tracing costs).
+    trace: Option<TraceWriter>,
     start: Instant,
     compact_at: u64,
     /// Whether to show the prompt after this turn's output.
@@ -318,9 +320,8 @@ impl EventLoop {
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => {
-                    if let Event::Message { from, env } = &e {
-                        self.trace
-                            .received(trace::now_ms(), *from, env.id, &env.msg);
+                    if let (Event::Message { from, env }, Some(trace)) = (&e, &mut self.trace) {
+                        trace.received(trace::now_ms(), *from, env.id, &env.msg);
                     }
                     self.core.handle(now, e, &mut actions)
                 }
@@ -342,7 +343,9 @@ impl EventLoop {
         }
         out.flush().ok();
         drop(out);
-        self.trace.flush().ok(); // a diagnostic: losing it must not stop the node
+        if let Some(trace) = &mut self.trace {
+            trace.flush().ok(); // a diagnostic: losing it must not stop the node
+        }
         if self.store.wal_bytes() > self.compact_at {
             compact(&mut self.store, &self.core);
             self.compact_at = COMPACT_BYTES.max(2 * self.store.wal_bytes());
@@ -355,7 +358,9 @@ impl EventLoop {
             let written = match write {
                 Durable::Record(r) => self.store.append(r),
                 Durable::Block(b) => {
-                    self.trace.committed(trace::now_ms(), b);
+                    if let Some(trace) = &mut self.trace {
+                        trace.committed(trace::now_ms(), b);
+                    }
                     self.store.commit(b)
                 }
             };
@@ -434,14 +439,18 @@ impl EventLoop {
 
     /// Stamps the envelope with a fresh id, notes it in the trace, and sends it.
     fn send(&mut self, to: &[NodeId], mut env: Envelope) {
-        env.id = self.trace.next_id();
-        self.trace.sent(trace::now_ms(), env.id, to, &env.msg);
+        if let Some(trace) = &mut self.trace {
+            env.id = trace.next_id();
+            trace.sent(trace::now_ms(), env.id, to, &env.msg);
+        }
         self.transport.send(to, &env);
     }
 
     fn stop(mut self) {
         self.store.sync().ok();
-        self.trace.stopped(trace::now_ms()).ok();
+        if let Some(trace) = &mut self.trace {
+            trace.stopped(trace::now_ms()).ok();
+        }
         let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
     }
