@@ -86,6 +86,8 @@ struct Node {
     amnesic: bool,
     /// Printed `recovered:` at some point.
     recovered: bool,
+    /// The highest ballot its durable records ever promised (since its last cut log).
+    promised: Ballot,
 }
 
 /// Who voted for one value at one (depth, ballot): a bit per node.
@@ -110,6 +112,8 @@ struct State {
     amnesic_voted: bool,
     /// A panic in the core, or an `error:` line from a protocol event.
     fault: Option<String>,
+    /// An acceptor voted below a ballot it had durably promised.
+    broken_promise: Option<String>,
 }
 
 impl State {
@@ -220,6 +224,7 @@ impl Benmo {
             restarted: false,
             amnesic,
             recovered: false,
+            promised: Ballot::default(),
         }
     }
 
@@ -297,8 +302,21 @@ impl Benmo {
         Some(())
     }
 
-    /// Counts elections and votes.
+    /// Counts elections and votes, and checks votes against earlier promises.
     fn note_record(&self, s: &mut State, x: NodeId, r: &Record) -> Option<()> {
+        let promised = s.nodes[x].promised;
+        match r {
+            Record::Promise(b) | Record::Accept { ballot: b, .. } if *b > promised => {
+                s.node(x).promised = *b
+            }
+            Record::Accept { ballot, depth, .. } if *ballot < promised => {
+                let text = format!(
+                    "node {x} voted at depth {depth} for {ballot} after promising {promised}"
+                );
+                s.broken_promise.get_or_insert(text);
+            }
+            _ => {}
+        }
         match r {
             Record::Promise(b) if b.node == x && b.round > s.nodes[x].own_round => {
                 s.node(x).own_round = b.round;
@@ -578,6 +596,7 @@ impl Benmo {
         node.chain.truncate(blocks);
         // As `benmo node --recover` does: durable before the node starts.
         node.records.push(Record::Amnesia);
+        node.promised = Ballot::default(); // it may have forgotten promises: that is the point
         s.damaged = Some((x, had));
         self.restart(s, x)
     }
@@ -674,11 +693,12 @@ impl Model for Benmo {
             restarted_committed: false,
             amnesic_voted: false,
             fault: None,
+            broken_promise: None,
         }]
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Step>) {
-        if s.fault.is_some() {
+        if s.fault.is_some() || s.broken_promise.is_some() {
             return;
         }
         self.channel_steps(s, out);
@@ -716,6 +736,9 @@ impl Model for Benmo {
                         .all(|x| chosen_rounds(m, s, &x.chain).is_some())
                 },
             ),
+            Property::always("no vote below a durable promise", |_, s: &State| {
+                s.broken_promise.is_none()
+            }),
             Property::always("one value per depth and ballot", |_, s: &State| {
                 s.votes.values().all(|v| v.len() == 1)
             }),
@@ -954,7 +977,7 @@ fn summary(model: &Benmo, s: &State) -> String {
         .map(|i| format!("{}>{}:{}", i / n, i % n, s.net[i].len()))
         .collect();
     line += &format!("net {queued:?}");
-    if let Some(fault) = &s.fault {
+    if let Some(fault) = s.fault.as_ref().or(s.broken_promise.as_ref()) {
         line += &format!(" FAULT {fault}");
     }
     line
