@@ -344,7 +344,10 @@ impl Benmo {
     /// Performs one effect; false if the node crashed.
     fn effect(&self, s: &mut State, x: NodeId, effect: Action) -> bool {
         match effect {
-            Action::Send { to, env } => to.into_iter().for_each(|p| self.send(s, x, p, &env)),
+            Action::Send { to, env } => {
+                self.check_promise(s, x, &env.msg);
+                to.into_iter().for_each(|p| self.send(s, x, p, &env))
+            }
             Action::ServeBlocks { to, from } => {
                 let chain = &s.nodes[x].chain;
                 let start = (from.max(1) as usize - 1).min(chain.len());
@@ -365,6 +368,17 @@ impl Benmo {
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }
         true
+    }
+
+    /// Phase 1b for a ballot below one this node durably promised breaks its promise.
+    fn check_promise(&self, s: &mut State, x: NodeId, msg: &Message) {
+        let promised = s.nodes[x].promised;
+        if let Message::Promise { ballot, .. } = msg {
+            if *ballot < promised {
+                let text = format!("node {x} promised {ballot} after promising {promised}");
+                s.broken_promise.get_or_insert(text);
+            }
+        }
     }
 
     /// A message to a node that is down is lost with the connection.
@@ -736,9 +750,10 @@ impl Model for Benmo {
                         .all(|x| chosen_rounds(m, s, &x.chain).is_some())
                 },
             ),
-            Property::always("no vote below a durable promise", |_, s: &State| {
-                s.broken_promise.is_none()
-            }),
+            Property::always(
+                "no vote or promise below a durable promise",
+                |_, s: &State| s.broken_promise.is_none(),
+            ),
             Property::always("one value per depth and ballot", |_, s: &State| {
                 s.votes.values().all(|v| v.len() == 1)
             }),
