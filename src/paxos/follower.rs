@@ -80,8 +80,6 @@ impl Core {
             return self.refuse(from, ballot, "heartbeat", out);
         }
         self.follow(ballot, out);
-        // The answer tells an idle leader it still has a majority (see `check_quorum`).
-        self.send(vec![from], Message::Hello, out);
     }
 
     /// Asks the leader, now and then, to carry the chain past our vote floor.

@@ -446,11 +446,13 @@ impl Core {
         self.heartbeat(out);
     }
 
-    /// A leader that has heard from no majority within a leader timeout steps down (etcd's
-    /// CheckQuorum): cut off, it can decide nothing, and should not say that it leads.
+    /// A leader that has heard from no majority for two leader timeouts steps down (etcd's
+    /// CheckQuorum): cut off, it can decide nothing, and should not say that it leads. Every
+    /// node that does not lead says hello once a leader timeout (`say_hello`), so a connected
+    /// follower is never silent that long, even when there is no traffic.
     /// Returns whether it still leads.
     fn check_quorum(&mut self, out: &mut Vec<Action>) -> bool {
-        let timeout = self.timing.leader_timeout_ms;
+        let timeout = 2 * self.timing.leader_timeout_ms;
         let Role::Leader(l) = &self.role else {
             unreachable!("only a leader checks its quorum");
         };

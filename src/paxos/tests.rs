@@ -926,7 +926,7 @@ fn a_leader_cut_off_from_the_majority_steps_down_and_an_idle_healthy_one_does_no
     );
     let sever = |p| Event::Command(Command::Sever(p));
     c.batch(0, vec![sever(1), sever(2)]);
-    c.run(Timing::default().leader_timeout_ms + 100);
+    c.run(2 * Timing::default().leader_timeout_ms + 100);
     assert!(!c.core(0).is_leader(), "cut off, it no longer leads");
     assert_eq!(c.core(0).known_leader(), None);
 }
