@@ -104,6 +104,7 @@ fn arrow(s: &mut String, nodes: usize, row: &Row, y: f64) {
         kind,
         label,
         fate,
+        ..
     } = row
     else {
         return;
