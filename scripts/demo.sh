@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-minute tour of Benmo on a fresh five-node cluster: transfers commit
 # everywhere, a crashed node catches up, a partitioned minority cannot commit
-# until the partition heals, and the audit passes.
+# until the partition heals, and the audit passes. It ends by drawing the
+# round the majority decided during the partition (benmo trace) to an SVG file.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,16 +10,20 @@ CLUSTER="$ROOT/scripts/cluster.sh"
 
 usage() {
     cat <<EOF
-usage: scripts/demo.sh [--base-port P] [--delay MIN..MAX] [--keep-data]
+usage: scripts/demo.sh [--base-port P] [--delay MIN..MAX] [--keep-data] [--picture FILE]
 
 Starts a fresh five-node Benmo cluster on 127.0.0.1 in a temporary data dir,
 walks through what it does, checking each claim against what the nodes
 themselves report, and stops it again.  Exits non-zero, with the reason, as
 soon as something does not happen as narrated.  Takes under a minute.
+Ends by writing the picture of the round decided during the partition
+(benmo trace) to an SVG file, and naming it.
 
   --base-port P       use ports P..P+4 (default: a free range picked at random)
   --delay MIN..MAX    random wait before a node runs for leader (default: the nodes' own)
   --keep-data         keep the temporary data dir (logs, chains) afterwards
+  --picture FILE      write that picture to FILE (default: partition-round.svg
+                      in a new temporary directory)
   -h, --help          this text
 
 After a failure the data dir is kept, and its path printed.
@@ -28,12 +33,14 @@ EOF
 BASE_PORT=""
 DELAY=""
 KEEP_DATA=0
+PICTURE=""
 while (($#)); do
     case $1 in
         -h | --help) usage; exit 0 ;;
         --base-port) (($# >= 2)) || { usage >&2; exit 2; }; BASE_PORT=$2; shift 2 ;;
         --delay) (($# >= 2)) || { usage >&2; exit 2; }; DELAY=$2; shift 2 ;;
         --keep-data) KEEP_DATA=1; shift ;;
+        --picture) (($# >= 2)) || { usage >&2; exit 2; }; PICTURE=$2; shift 2 ;;
         *) echo "demo.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
@@ -73,6 +80,7 @@ fail() {
 }
 
 cl() { "$CLUSTER" --data "$DATA" ${DELAY:+--delay "$DELAY"} "$@"; }
+BIN=${BENMO_BIN:-$ROOT/target/release/benmo}
 
 # A free-looking range of five ports on loopback.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -236,6 +244,9 @@ info "node 3 (minority) queued transfer $TX3: 12 from account 3 to account 0"
 TX1=$(transfer 1 3 4)
 info "node 1 (majority) queued transfer $TX1: 4 from account 1 to account 3"
 await_commit 1 "$TX1" 30
+# The depth the majority decided while cut off: the last word of `committed ... depth D`.
+PART_DEPTH=$(grep -m1 -E "^committed ${TX1//./\\.} " "$(log_of 1)" | awk '{ print $NF }')
+[[ $PART_DEPTH =~ ^[0-9]+$ ]] || fail "node 1 did not say at which depth $TX1 committed"
 converge 30 0 1 2
 EXPECT="0=88 1=89 2=87 3=119 4=117" agree 0 1 2
 ok "the majority {0,1,2} committed at depth $DEPTH"
@@ -270,5 +281,18 @@ cl stop >/dev/null
 out=$(cl audit 2>&1) || fail "benmo audit: $out"
 info "$out"
 ok "audit passed"
+
+# --------------------------------------------------------------------------
+say "5. The round the majority decided during the partition, from the nodes' own traces"
+if [[ -z $PICTURE ]]; then
+    PICTURE="$(mktemp -d "${TMPDIR:-/tmp}/benmo-round.XXXXXX")/partition-round.svg"
+fi
+ladder=$("$BIN" trace --data "$DATA" --depth "$PART_DEPTH" --format text 2>&1) ||
+    fail "benmo trace --depth $PART_DEPTH: $ladder"
+printf '%s\n' "$ladder"
+out=$("$BIN" trace --data "$DATA" --depth "$PART_DEPTH" --out "$PICTURE" 2>&1) ||
+    fail "benmo trace --depth $PART_DEPTH --out $PICTURE: $out"
+[[ -s $PICTURE ]] || fail "benmo trace wrote nothing to $PICTURE"
+ok "the round that decided depth $PART_DEPTH, drawn as an SVG: $PICTURE"
 
 say "Done in $((SECONDS - STARTED)) s: consensus, crash recovery, partition safety and the audit all held."

@@ -25,11 +25,21 @@
 //! a damaged disk lost is indeterminate: it may commit (once) or not. A transfer queued after
 //! such a loss may find its id taken by the lost one (`error: queued transfer ... lost its id`),
 //! which is its answer.
+//!
+//! With `SimConfig::trace_dir`, every node also keeps a real message trace (`TraceWriter`)
+//! under `trace_dir/node<ID>/`, as the node shell does: a new incarnation on every (re)start,
+//! an id stamped on every envelope sent (one per `Send`, shared by a broadcast), a `send`
+//! record per `Send`, a `recv` record per message fed to the core, a `commit` record per
+//! durable block, and a flush after every batch. Times are simulated milliseconds. A crash
+//! writes no `stop`, which is how a trace shows a crash. Tracing draws nothing from the
+//! random number generators, so a seed runs the same with or without it.
 
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
 use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
 
 /// Every account's opening balance.
 pub const BALANCE: u64 = 100;
@@ -46,6 +56,9 @@ pub struct SimConfig {
     pub trace: bool,
     /// Run every node under the classroom policy (a full round per depth).
     pub classroom: bool,
+    /// Write each node's message trace under `trace_dir/node<ID>/` (see the module docs).
+    /// `None`, the default, costs nothing.
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -56,6 +69,7 @@ impl SimConfig {
             settle_ms: 30_000,
             trace: false,
             classroom: false,
+            trace_dir: None,
         }
     }
 }
@@ -69,6 +83,8 @@ pub struct Stats {
     pub crashes: u64,
     pub torn: u64,
     pub partitions: u64,
+    /// `severLink` commands (each restored when the faults end, or by a restart).
+    pub severs: u64,
     /// Crashes whose disk was damaged and repaired as `--recover` does: WAL records lost
     /// (the node restarts amnesic), or only blocks of the chain.
     pub wal_damaged: u64,
@@ -201,6 +217,8 @@ struct Node {
     /// The depth its own chain must reach before it counts as caught up (the README's rule
     /// ends a recovery at `caught up:`): its depth before the damage, then its vote floor.
     floor: u64,
+    /// This incarnation's message trace, when `SimConfig::trace_dir` is set.
+    trace: Option<TraceWriter>,
 }
 
 impl Node {
@@ -321,6 +339,7 @@ impl<'a> Sim<'a> {
                 inbox: Vec::new(),
                 amnesic: false,
                 floor: 0,
+                trace: None,
             });
         }
         sim
@@ -487,6 +506,9 @@ impl<'a> Sim<'a> {
         );
         node.core = Some(core);
         node.life += 1;
+        if let Some(dir) = &self.cfg.trace_dir {
+            node.trace = Some(open_trace(dir, x, node.life, self.now));
+        }
         self.severed.retain(|&(y, _)| y != x);
         let life = node.life;
         self.trace(|| {
@@ -503,6 +525,8 @@ impl<'a> Sim<'a> {
         let before = self.reach_matrix();
         let node = &mut self.nodes[x];
         node.core = None;
+        // What the writer buffered goes out, but no `stop`: the next `start` reads as a crash.
+        node.trace = None;
         node.inbox.clear();
         node.life += 1;
         self.stats.crashes += 1;
@@ -538,11 +562,15 @@ impl<'a> Sim<'a> {
     fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<String>, String> {
         self.stats.batches += 1;
         let now = self.now;
-        let core = self.nodes[x].core.as_mut().expect("only a live node runs");
+        let node = &mut self.nodes[x];
+        let core = node.core.as_mut().expect("only a live node runs");
         let mut out = Vec::new();
         for event in events {
             if self.cfg.trace {
                 eprintln!("{now:>7} n{x} <- {event:?}");
+            }
+            if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, &event) {
+                trace.received(now, *from, env.id, &env.msg);
             }
             core.handle(now, event, &mut out);
         }
@@ -553,7 +581,11 @@ impl<'a> Sim<'a> {
         }
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        self.perform(x, turn.effects)
+        let lines = self.perform(x, turn.effects);
+        if let Some(trace) = &mut self.nodes[x].trace {
+            trace.flush().expect("the simulator's trace is writable");
+        }
+        lines
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
@@ -581,6 +613,9 @@ impl<'a> Sim<'a> {
         node.disk
             .apply(b)
             .map_err(|e| format!("node {x} committed an invalid block: {e}"))?;
+        if let Some(trace) = &mut node.trace {
+            trace.committed(self.now, b);
+        }
         node.chain.push(b.clone());
         let d = b.depth as usize;
         match self.truth.chain.get(d - 1) {
@@ -615,7 +650,8 @@ impl<'a> Sim<'a> {
         let mut lines = Vec::new();
         for action in out {
             match action {
-                Action::Send { to, env } => {
+                Action::Send { to, mut env } => {
+                    self.stamp(x, &to, &mut env);
                     to.into_iter().for_each(|p| self.send(x, p, env.clone()))
                 }
                 Action::ServeBlocks { to, from } => self.serve(x, to, from),
@@ -638,14 +674,23 @@ impl<'a> Sim<'a> {
         let chain = &self.nodes[x].chain;
         let start = (from.max(1) as usize - 1).min(chain.len());
         let end = (start + self.knobs.serve_max).min(chain.len());
-        let env = Envelope {
+        let mut env = Envelope {
             id: 0,
             depth: chain.len() as u64,
             msg: Message::Blocks {
                 blocks: chain[start..end].to_vec(),
             },
         };
+        self.stamp(x, &[to], &mut env);
         self.send(x, to, env);
+    }
+
+    /// As the shell does for every send: a fresh id on the envelope, one `send` record.
+    fn stamp(&mut self, x: NodeId, to: &[NodeId], env: &mut Envelope) {
+        if let Some(trace) = &mut self.nodes[x].trace {
+            env.id = trace.next_id();
+            trace.sent(self.now, env.id, to, &env.msg);
+        }
     }
 
     /// Checks `queued` and `committed` lines against what the chain says.
@@ -785,6 +830,7 @@ impl<'a> Sim<'a> {
             return Ok(());
         }
         self.trace(|| format!("n{x} severs its link to n{peer}"));
+        self.stats.severs += 1;
         self.command(x, Command::Sever(peer))
     }
 
@@ -971,6 +1017,15 @@ impl<'a> Sim<'a> {
             .collect();
         text + &format!("; acknowledged but not committed: {lost:?}")
     }
+}
+
+/// A new incarnation's trace writer in `dir/node<x>/`, its `start` at simulated time `now`.
+/// It never rotates: a run's trace is kept whole, so that every receipt can find its send.
+fn open_trace(dir: &std::path::Path, x: NodeId, incarnation: u64, now: u64) -> TraceWriter {
+    let node_dir = crate::config::node_dir(dir, x);
+    std::fs::create_dir_all(&node_dir)
+        .and_then(|()| TraceWriter::open_at(&node_dir, x, incarnation, u64::MAX, now))
+        .unwrap_or_else(|e| panic!("cannot open a trace in {}: {e}", node_dir.display()))
 }
 
 /// Timers around the defaults, some much tighter, so that elections race more often. The

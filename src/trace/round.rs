@@ -35,6 +35,8 @@ pub enum Row {
     Arrow {
         from: NodeId,
         to: NodeId,
+        /// The message id the sender stamped on it.
+        id: u64,
         kind: Kind,
         label: String,
         fate: Fate,
@@ -290,10 +292,10 @@ fn rows_for(
 ) -> Vec<Row> {
     let e = &events[i];
     match &e.rec.ev {
-        Ev::Recv { from, msg, .. } if *from != e.node => {
-            vec![arrow(*from, e.node, msg, Fate::Delivered)]
+        Ev::Recv { from, id, msg } if *from != e.node => {
+            vec![arrow(*from, e.node, *id, msg, Fate::Delivered)]
         }
-        Ev::Send { to, msg, .. } => to
+        Ev::Send { id, to, msg } => to
             .iter()
             .filter(|&&r| r != e.node && !pairs.delivered.contains(&(i, r)))
             .map(|&r| {
@@ -302,17 +304,18 @@ fn rows_for(
                 } else {
                     Fate::Lost
                 };
-                arrow(e.node, r, msg, fate)
+                arrow(e.node, r, *id, msg, fate)
             })
             .collect(),
         _ => mark(traces, e).into_iter().collect(),
     }
 }
 
-fn arrow(from: NodeId, to: NodeId, msg: &Msg, fate: Fate) -> Row {
+fn arrow(from: NodeId, to: NodeId, id: u64, msg: &Msg, fate: Fate) -> Row {
     Row::Arrow {
         from,
         to,
+        id,
         kind: msg.kind,
         label: label(msg),
         fate,

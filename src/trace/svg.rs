@@ -9,6 +9,9 @@ const MARGIN: f64 = 110.0;
 const TOP: f64 = 130.0;
 const ROW: f64 = 30.0;
 const FOOT_LINE: f64 = 20.0;
+/// A white outline under a label, so a lifeline it crosses does not run through its letters.
+const HALO: &str =
+    r##"stroke="#ffffff" stroke-width="4" stroke-linejoin="round" paint-order="stroke""##;
 
 /// Every kind drawn, with its colour; each gets its own arrowhead.
 const KINDS: [(Kind, &str, &str); 6] = [
@@ -104,6 +107,7 @@ fn arrow(s: &mut String, nodes: usize, row: &Row, y: f64) {
         kind,
         label,
         fate,
+        ..
     } = row
     else {
         return;
@@ -139,11 +143,24 @@ fn arrow(s: &mut String, nodes: usize, row: &Row, y: f64) {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle" fill="{colour}">{}</text>"#,
-        (x1 + x2) / 2.0,
+        r#"<text x="{}" y="{}" text-anchor="middle" fill="{colour}" {HALO}>{}</text>"#,
+        label_x((x1 + x2) / 2.0, label),
         y - 5.0,
         esc(label)
     );
+}
+
+/// Centred over the arrow, but moved in so that a long label (a value of many transfers over
+/// a short arrow at the edge) is not cut off by the side of the page.
+fn label_x(centre: f64, label: &str) -> f64 {
+    // About 7 px a character at 13 px sans-serif, a little generous.
+    let half = 3.6 * label.chars().count() as f64;
+    let (lo, hi) = (8.0 + half, WIDTH - 8.0 - half);
+    if lo > hi {
+        WIDTH / 2.0
+    } else {
+        centre.clamp(lo, hi)
+    }
 }
 
 fn cross(s: &mut String, x: f64, y: f64, colour: &str) {
@@ -188,7 +205,7 @@ fn mark(s: &mut String, nodes: usize, row: &Row, y: f64) {
     };
     let _ = writeln!(
         s,
-        r##"<text x="{lx}" y="{}" text-anchor="{anchor}" fill="#333333" font-style="italic">{}</text>"##,
+        r##"<text x="{lx}" y="{}" text-anchor="{anchor}" fill="#333333" font-style="italic" {HALO}>{}</text>"##,
         y + 4.0,
         esc(label)
     );

@@ -48,6 +48,18 @@ impl TraceWriter {
         incarnation: u64,
         cap: u64,
     ) -> io::Result<TraceWriter> {
+        Self::open_at(node_dir, node, incarnation, cap, now_ms())
+    }
+
+    /// `with_cap`, with the `start` record stamped `now_ms` rather than the wall clock (the
+    /// simulator's clock is simulated).
+    pub fn open_at(
+        node_dir: &Path,
+        node: NodeId,
+        incarnation: u64,
+        cap: u64,
+        now_ms: u64,
+    ) -> io::Result<TraceWriter> {
         let path = node_dir.join(TRACE_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -71,7 +83,7 @@ impl TraceWriter {
         if torn {
             w.buf.push(b'\n');
         }
-        let mut out = Out::new(now_ms(), node, "start");
+        let mut out = Out::new(now_ms, node, "start");
         out.inc = Some(incarnation);
         w.push(&out);
         Ok(w)
