@@ -139,7 +139,7 @@ impl Core {
                 (false, true) => "up",
                 (false, false) => "down",
             };
-            let heard = match self.heard_at[p] {
+            let heard = match self.heard_at.0[p] {
                 0 => "never heard from".to_string(),
                 at => format!("heard {} ago", human_ms(self.now - at)),
             };

@@ -20,8 +20,12 @@ pub(super) struct Leadership {
     /// Transfers offered by each origin, by sequence number, not yet proposed.
     pub(super) intake: Vec<BTreeMap<u64, Transfer>>,
     pub(super) last_heartbeat: u64,
-    /// When it won: the majority check starts a leader timeout later.
-    pub(super) since: u64,
+    /// The period (of two leader timeouts, counted from time 0) it last checked that it
+    /// heard from a majority in (see `check_quorum`). Periods, not times, keep the states of
+    /// leaders elected at slightly different times alike.
+    pub(super) quorum_period: u64,
+    /// The peers heard from since the last check (at first, those that promised).
+    pub(super) heard: Vec<bool>,
     /// Values the promises reported above our chain, proposed again first, in order; a hole
     /// up to `adopted_top` is filled with an empty block (nobody accepted anything there, so
     /// nothing can have been chosen).
@@ -173,10 +177,12 @@ impl Core {
         adopted: BTreeMap<u64, (Ballot, Proposal)>,
         out: &mut Vec<Action>,
     ) {
-        let (have, quorum) = match &self.role {
-            Role::Candidate(c) => (c.promises.len(), self.quorum()),
-            _ => unreachable!("only a candidate wins"),
+        let Role::Candidate(c) = &self.role else {
+            unreachable!("only a candidate wins");
         };
+        let (have, quorum) = (c.promises.len(), self.quorum());
+        // The promisers were just heard from: they count in the first majority check.
+        let heard: Vec<bool> = (0..self.n).map(|p| c.promises.contains_key(&p)).collect();
         self.log(out, || {
             format!(
                 "ballot {ballot} depth {}: elected leader with {have}/{quorum} promises",
@@ -197,11 +203,15 @@ impl Core {
             projected: self.ledger.clone(),
             intake,
             last_heartbeat: self.now,
-            since: self.now,
+            quorum_period: self.now / (2 * self.timing.leader_timeout_ms),
+            heard,
             adopted: adopted.into_iter().map(|(d, (_, v))| (d, v)).collect(),
             adopted_top,
             first_depth: self.ledger.depth + 1,
-            accept_at: self.now + self.phase_delay(),
+            accept_at: match self.phase_delay() {
+                0 => 0,
+                hold => self.now + hold,
+            },
             decide_hold: None,
             fill_to: self.vote_floor,
         }));
@@ -446,23 +456,27 @@ impl Core {
         self.heartbeat(out);
     }
 
-    /// A leader that has heard from no majority for two leader timeouts steps down (etcd's
-    /// CheckQuorum): cut off, it can decide nothing, and should not say that it leads. Every
-    /// node that does not lead says hello once a leader timeout (`say_hello`), so a connected
-    /// follower is never silent that long, even when there is no traffic.
+    /// Every two leader timeouts, a leader that has not heard from a majority in that time
+    /// steps down (etcd's CheckQuorum): cut off, it can decide nothing, and should not say
+    /// that it leads. So it stops leading within four leader timeouts of losing its majority.
+    /// Every node that does not lead says hello once a leader timeout (`say_hello`), so a
+    /// connected follower is heard in every period, even when there is no traffic.
     /// Returns whether it still leads.
     fn check_quorum(&mut self, out: &mut Vec<Action>) -> bool {
+        let (id, quorum) = (self.id, self.quorum());
         let timeout = 2 * self.timing.leader_timeout_ms;
-        let Role::Leader(l) = &self.role else {
+        let period = self.now / timeout;
+        let Role::Leader(l) = &mut self.role else {
             unreachable!("only a leader checks its quorum");
         };
-        if self.now < l.since + timeout {
+        if period == l.quorum_period {
             return true;
         }
-        let heard = (0..self.n)
-            .filter(|&p| p == self.id || self.now < self.heard_at[p] + timeout)
-            .count();
-        if heard >= self.quorum() {
+        l.heard[id] = true;
+        let heard = l.heard.iter().filter(|&&h| h).count();
+        l.heard.iter_mut().for_each(|h| *h = false);
+        l.quorum_period = period;
+        if heard >= quorum {
             return true;
         }
         self.log(out, || {

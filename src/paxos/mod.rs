@@ -373,14 +373,32 @@ pub struct Core {
     severed: Vec<bool>,
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
-    /// When each peer was last heard from (for `check_quorum` and `status`).
-    heard_at: Vec<u64>,
+    /// When each peer was last heard from, for `status` only.
+    heard_at: Diagnostic<Vec<u64>>,
     catch_up: Option<(NodeId, u64)>,
     // Recovery from lost WAL records.
     amnesia: Option<Amnesia>,
     vote_floor: u64,
     reminded_at: u64,
     hello_at: u64,
+}
+
+/// State that is only ever printed, never acted on: it takes no part in a core's identity
+/// (`Eq`, `Hash`), so two cores that will behave the same compare equal. The model checker
+/// relies on that to merge states that differ only in, say, when a peer was last heard.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Diagnostic<T>(pub(crate) T);
+
+impl<T> PartialEq for Diagnostic<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Diagnostic<T> {}
+
+impl<T> std::hash::Hash for Diagnostic<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 fn rand_next(state: &mut u64) -> u64 {
@@ -433,7 +451,7 @@ impl Core {
             severed: vec![false; params.nodes],
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
-            heard_at: vec![0; params.nodes],
+            heard_at: Diagnostic(vec![0; params.nodes]),
             catch_up: None,
             amnesia: None,
             reminded_at: 0,
@@ -620,7 +638,10 @@ impl Core {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
-        self.heard_at[from] = self.now;
+        self.heard_at.0[from] = self.now;
+        if let Role::Leader(l) = &mut self.role {
+            l.heard[from] = true;
+        }
         match env.msg {
             Message::Hello => {}
             Message::Prepare { ballot, depth } => self.on_prepare(from, ballot, depth, out),

@@ -150,6 +150,16 @@ impl Cluster {
         self.batch(x, vec![Event::Command(cmd)])
     }
 
+    /// One `handle` call and nothing else (no `Tick`), carried out; returns its actions, for
+    /// tests that say exactly what one event does.
+    fn handle(&mut self, x: NodeId, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        let core = self.cores[x].as_mut().expect("node is up");
+        core.handle(self.now, event, &mut out);
+        self.carry_out(x, out.clone());
+        out
+    }
+
     /// Makes `x` run for leader now.
     fn elect(&mut self, x: NodeId) {
         let mut out = Vec::new();
@@ -348,34 +358,35 @@ fn a_restarted_acceptor_keeps_its_promise_and_accepted_value() {
                 transfers: vec![],
             },
         };
-        let out = c.batch(1, vec![msg(2, 0, low)]);
-        assert!(!out.iter().any(|a| matches!(a, Action::Persist(_))));
+        let to_2 = |msg| Action::Send {
+            to: vec![2],
+            env: Envelope {
+                depth: 0,
+                id: 0,
+                msg,
+            },
+        };
         let refused = Message::Reject {
             ballot: ballot(4, 2),
             promised: ballot(5, 0),
         };
-        assert!(out
-            .iter()
-            .any(|a| matches!(a, Action::Send { env, .. } if env.msg == refused)));
+        assert_eq!(c.handle(1, msg(2, 0, low)), vec![to_2(refused)]);
         // A higher ballot learns the accepted value.
-        let out = c.batch(
-            1,
-            vec![msg(
-                2,
-                0,
-                Message::Prepare {
-                    ballot: ballot(6, 2),
-                    depth: 1,
-                },
-            )],
-        );
+        let prepare = Message::Prepare {
+            ballot: ballot(6, 2),
+            depth: 1,
+        };
         let promise = Message::Promise {
             ballot: ballot(6, 2),
             accepted: vec![(1, ballot(5, 0), value.clone())],
         };
-        assert!(out
-            .iter()
-            .any(|a| matches!(a, Action::Send { env, .. } if env.msg == promise)));
+        assert_eq!(
+            c.handle(1, msg(2, 0, prepare)),
+            vec![
+                Action::Persist(Record::Promise(ballot(6, 2))),
+                to_2(promise)
+            ]
+        );
     }
 }
 
@@ -838,7 +849,8 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
         projected: Ledger::new(3, BALANCE),
         intake: vec![BTreeMap::new(); 3],
         last_heartbeat: 0,
-        since: 0,
+        quorum_period: 0,
+        heard: vec![false; 3],
         adopted: BTreeMap::new(),
         adopted_top: 0,
         first_depth: 1,
@@ -926,7 +938,7 @@ fn a_leader_cut_off_from_the_majority_steps_down_and_an_idle_healthy_one_does_no
     );
     let sever = |p| Event::Command(Command::Sever(p));
     c.batch(0, vec![sever(1), sever(2)]);
-    c.run(2 * Timing::default().leader_timeout_ms + 100);
+    c.run(4 * Timing::default().leader_timeout_ms + 100);
     assert!(!c.core(0).is_leader(), "cut off, it no longer leads");
     assert_eq!(c.core(0).known_leader(), None);
 }
