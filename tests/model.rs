@@ -1124,6 +1124,24 @@ fn link_faults() {
     check(cfg, 2);
 }
 
+/// The classroom policy: every depth decided by its own round, from prepare.
+#[test]
+fn classroom() {
+    let cfg = Config {
+        classroom: true,
+        budget: Budget {
+            resends: 1,
+            timeouts: 1,
+            elections: 2,
+            ..Budget::default()
+        },
+        // Both transfers committing everywhere takes two full rounds: past this bound.
+        expect: vec![COMMITS],
+        ..Config::base("classroom")
+    };
+    check(cfg, 2);
+}
+
 #[test]
 #[ignore = "long: bounds from BENMO_MODEL_* variables"]
 fn explore() {

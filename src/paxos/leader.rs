@@ -223,7 +223,7 @@ impl Core {
         }
         self.leader = Some(ballot);
         self.election_at = None;
-        self.propose_intake(out);
+        // The adopted values go out on this turn's tick (`lead`), within the window.
         self.broadcast(Message::Heartbeat { ballot }, out);
     }
 
