@@ -358,14 +358,20 @@ impl Core {
         self.decided.insert(depth, slot.value);
         self.broadcast(Message::Decide { ballot, depth }, out);
         self.apply_decided(out);
-        if self.classroom && self.is_leader() {
-            self.end_round(ballot, depth, out);
-        }
     }
 
     /// Classroom: one full round per block. The leader lets its ballot go once its depth is
-    /// decided, so the next depth starts again from prepare, after a random delay.
-    fn end_round(&mut self, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+    /// settled (decided by it or learned otherwise), or when it has nothing to propose, so
+    /// the next depth starts again from prepare, after a random delay.
+    fn end_round(&mut self, out: &mut Vec<Action>) {
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let busy = !l.inflight.is_empty() || l.decide_hold.is_some() || self.now < l.accept_at;
+        if busy {
+            return;
+        }
+        let (ballot, depth) = (l.ballot, l.first_depth);
         self.log(out, || {
             format!("ballot {ballot} depth {depth}: round over; the next depth needs a new round, from prepare")
         });
@@ -452,6 +458,12 @@ impl Core {
             }
         }
         self.propose_intake(out);
+        if self.classroom {
+            self.end_round(out);
+            if !self.is_leader() {
+                return;
+            }
+        }
         self.resend_accepts(out);
         self.heartbeat(out);
     }

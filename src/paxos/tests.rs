@@ -942,3 +942,41 @@ fn a_leader_cut_off_from_the_majority_steps_down_and_an_idle_healthy_one_does_no
     assert!(!c.core(0).is_leader(), "cut off, it no longer leads");
     assert_eq!(c.core(0).known_leader(), None);
 }
+
+// ----- the classroom policy -----
+
+fn classroom_cluster(n: usize) -> Cluster {
+    let mut c = Cluster::new(n);
+    for x in 0..n {
+        let p = Params {
+            classroom: true,
+            ..params(x, n)
+        };
+        c.cores[x] = Some(Core::recover(p, Ledger::new(n, BALANCE), []));
+    }
+    c
+}
+
+/// Simulator seed 5505 (classroom): a leader whose round had nothing left to do kept its
+/// ballot for good, and the others, who do not forward in the classroom, waited for ever.
+#[test]
+fn a_classroom_leader_lets_its_ballot_go_once_its_round_is_done() {
+    let mut c = classroom_cluster(3);
+    c.transfer(0, 1, 10);
+    c.run(2000);
+    assert_eq!(c.lines_with(0, "committed 0.1"), 1, "{:?}", c.lines[0]);
+    assert!(
+        !c.core(0).is_leader(),
+        "its one depth is decided: the round is over"
+    );
+    // A leader elected with nothing to propose lets go at once, too.
+    c.elect(1);
+    c.deliver(|_| true); // prepares
+    c.deliver(|_| true); // promises
+    c.run(50);
+    assert!((0..3).all(|x| !c.core(x).is_leader()));
+    // The next transfer gets a round of its own, at the next depth.
+    c.transfer(2, 0, 5);
+    c.run(2000);
+    assert_eq!(c.lines_with(2, "committed 2.1 2 0 5 depth 2"), 1);
+}
