@@ -317,22 +317,15 @@ mod tests {
     fn bare_answers_are_checked_one_at_a_time() {
         let t = Bare::Transfer;
         assert_eq!(t.check_answer(0, "2", 2, 5), Ok(()));
-        assert!(t
-            .check_answer(0, "1", 2, 5)
-            .unwrap_err()
-            .contains("own account"));
-        assert!(t
-            .check_answer(1, "x", 2, 5)
-            .unwrap_err()
-            .contains("bad node id"));
-        assert!(t
-            .check_answer(1, "7", 2, 5)
-            .unwrap_err()
-            .contains("unknown node 7"));
-        assert!(t
-            .check_answer(2, "0", 2, 5)
-            .unwrap_err()
-            .contains("positive"));
+        for (i, answer, why) in [
+            (0, "1", "own account"),
+            (1, "x", "bad node id"),
+            (1, "7", "unknown node 7"),
+            (2, "0", "positive"),
+        ] {
+            let err = t.check_answer(i, answer, 2, 5).unwrap_err();
+            assert!(err.contains(why), "answer {i} {answer:?}: {err}");
+        }
         assert_eq!(Bare::Restore.check_answer(0, "4", 2, 5), Ok(()));
         assert!(Bare::Restore.prompts()[0].contains("reconnect"));
     }
