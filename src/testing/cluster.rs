@@ -269,7 +269,7 @@ impl LocalCluster {
     /// Asks node `id` for `status` and parses the reply.
     pub fn status(&mut self, id: usize, timeout: Duration) -> Option<Status> {
         let node = self.nodes[id].as_mut()?;
-        if !node.send("status") {
+        if !node.send("status full") {
             return None;
         }
         node.wait_for(Instant::now() + timeout, |l| {
