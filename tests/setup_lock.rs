@@ -23,8 +23,13 @@ fn cluster(nodes: usize, start: &[usize]) -> (tempfile::TempDir, LocalCluster) {
     (dir, c)
 }
 
-/// Every file under `dir` with its mode and bytes, and every dir. The harness's own
-/// `node<i>.stderr` logs are left out: they are not Benmo's state.
+/// What running nodes keep writing on their own: their stderr logs and message traces.
+fn is_log(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.ends_with(".stderr") || name.starts_with("trace.log")
+}
+
+/// Every file and dir under `dir` with its mode and bytes, except the logs above.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
@@ -37,7 +42,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
             if meta.is_dir() {
                 out.insert(path.clone(), (mode, Vec::new()));
                 todo.push(path);
-            } else if !path.to_string_lossy().ends_with(".stderr") {
+            } else if !is_log(&path) {
                 out.insert(path.clone(), (mode, fs::read(&path).unwrap()));
             }
         }
