@@ -391,21 +391,6 @@ mod hostile {
     use super::*;
     use proptest::prelude::*;
 
-    const NAMES: &[&str] = &[
-        "moneyTransfer",
-        "printBlockchain",
-        "printBalance",
-        "printBalances",
-        "printQueue",
-        "status",
-        "crashNode",
-        "severLink",
-        "restoreLink",
-        "help",
-        "quit",
-        "exit",
-    ];
-
     fn is_name(word: &str) -> bool {
         NAMES.iter().any(|n| n.eq_ignore_ascii_case(word))
     }
