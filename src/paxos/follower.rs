@@ -45,12 +45,13 @@ impl Core {
     pub(super) fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
         self.highest_seen = self.highest_seen.max(ballot);
         if self.role_ballot().is_some_and(|mine| ballot > mine) {
-            self.step_down(ballot, out);
+            self.step_down(|| format!("ballot {ballot} is higher"), out);
         }
     }
 
-    pub(super) fn step_down(&mut self, winner: Ballot, out: &mut Vec<Action>) {
-        self.log(out, || format!("stepping down: ballot {winner} is higher"));
+    /// Stops running or leading; `why` says why, in verbose output.
+    pub(super) fn step_down(&mut self, why: impl FnOnce() -> String, out: &mut Vec<Action>) {
+        self.log(out, || format!("stepping down: {}", why()));
         self.role = Role::Follower;
         if self.leader.is_some_and(|b| b.node == self.id) {
             self.leader = None;

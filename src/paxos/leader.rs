@@ -491,13 +491,9 @@ impl Core {
         if heard >= quorum {
             return true;
         }
-        self.log(out, || {
-            format!(
-                "stepping down: heard from {heard} of {} nodes in {timeout} ms, not a majority",
-                self.n
-            )
-        });
-        self.step_down(self.highest_seen, out);
+        let n = self.n;
+        let why = || format!("heard from {heard} of {n} nodes in {timeout} ms, not a majority");
+        self.step_down(why, out);
         false
     }
 

@@ -61,7 +61,10 @@ impl Core {
             .remove(&depth)
             .is_some_and(|slot| slot.value != *value);
         if differs || unplanned {
-            self.step_down(self.highest_seen, out);
+            self.step_down(
+                || format!("depth {depth} was decided outside its plan"),
+                out,
+            );
         }
     }
 
@@ -125,7 +128,10 @@ impl Core {
             }
             if self.is_leader() {
                 // Someone decided past us: our leadership is stale.
-                self.step_down(self.highest_seen, out);
+                self.step_down(
+                    || "blocks past its depth were decided without it".into(),
+                    out,
+                );
             }
             if let Err(e) = self.ledger.apply(&block) {
                 out.push(Action::Print(format!(
