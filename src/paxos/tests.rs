@@ -980,3 +980,21 @@ fn a_classroom_leader_lets_its_ballot_go_once_its_round_is_done() {
     c.run(2000);
     assert_eq!(c.lines_with(2, "committed 2.1 2 0 5 depth 2"), 1);
 }
+
+/// Found by cargo-mutants (`may_accept` always true survived the model and the simulator):
+/// before its peers have answered, an amnesic node accepts nothing, whatever the ballot.
+#[test]
+fn an_amnesic_node_accepts_nothing_until_its_peers_have_answered() {
+    let (mut core, _) = amnesic_after_probe();
+    let accept = Message::Accept {
+        ballot: ballot(9, 0),
+        depth: 1,
+        value: Proposal {
+            proposer: 0,
+            transfers: vec![],
+        },
+    };
+    let mut out = Vec::new();
+    core.handle(1001, msg(0, 0, accept), &mut out);
+    assert_eq!(out, vec![], "no vote, no write, no reply");
+}
