@@ -100,7 +100,11 @@ impl Core {
     ) {
         if let Role::Candidate(c) = &mut self.role {
             if c.ballot == ballot {
-                let carried = describe_accepted(&accepted);
+                // Described only when printed: promises need no strings otherwise.
+                let carried = match self.verbose {
+                    true => describe_accepted(&accepted),
+                    false => String::new(),
+                };
                 c.promises.insert(from, (depth, accepted));
                 let (have, quorum) = (c.promises.len(), self.quorum());
                 self.log(out, || {
