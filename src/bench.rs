@@ -21,6 +21,7 @@
 use crate::cli::Args;
 use crate::config;
 use crate::ledger::{Block, Ledger, Transfer, TxId};
+use crate::render::{self, Heard};
 use crate::storage::Store;
 use crate::testing::cluster::{LocalCluster, Status};
 use crossbeam_channel::{Receiver, Sender};
@@ -526,20 +527,14 @@ fn spawn_reader(node: usize, lines: Receiver<String>, notes: Sender<Note>) {
     });
 }
 
+/// What the benchmark acts on in a node's line, read through `render::parse`.
 fn parse_line(line: &str) -> Option<Seen> {
-    let seq = |l: &str| -> Option<u64> {
-        let txid = l.split_whitespace().nth(1)?;
-        txid.split_once('.')?.1.parse().ok()
-    };
-    if line.starts_with("queued ") {
-        seq(line).map(Seen::Queued)
-    } else if line.starts_with("committed ") {
-        seq(line).map(Seen::Committed)
-    } else if line.starts_with("error") {
-        Some(Seen::Error(line.to_string()))
-    } else {
-        Status::parse(line).map(Seen::Status)
-    }
+    Some(match render::parse(line)? {
+        Heard::Queued(t) => Seen::Queued(t.id.seq),
+        Heard::Committed { transfer, .. } => Seen::Committed(transfer.id.seq),
+        Heard::Error(_) => Seen::Error(line.to_string()),
+        Heard::Status(s) => Seen::Status(s),
+    })
 }
 
 /// Writes `lines` in chunks once `go` opens, returning when each chunk's write began.

@@ -10,6 +10,7 @@
 //! - `storage`: the append-only chain and write-ahead log on disk, with checksums.
 //! - `transport`: authenticated, framed TCP between nodes, one thread per peer.
 //! - `node`: the event loop that joins them: one thread owns the state.
+//! - `render`: the core's replies and narration as text, and the parser of those lines.
 //! - `lock`: one running node per node dir (a locked `node<ID>/lock` file).
 //! - `cli`, `audit`, `bench`, `trace`: the `benmo` subcommands (`trace` also writes each
 //!   node's bounded message trace and draws a round as a sequence diagram).
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod lock;
 pub mod node;
 pub mod paxos;
+pub mod render;
 pub mod storage;
 pub mod testing;
 pub mod trace;

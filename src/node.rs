@@ -12,6 +12,7 @@ use crate::human;
 use crate::ledger::{Hash, NodeId};
 use crate::lock;
 use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::render;
 use crate::storage::{Store, StoreError};
 use crate::trace::{self, TraceWriter};
 use crate::transport::Transport;
@@ -317,6 +318,8 @@ impl EventLoop {
     fn turn(&mut self, batch: &mut Vec<Local>) {
         let now = self.start.elapsed().as_millis() as u64;
         let mut actions = Vec::new();
+        // The stdin thread's own lines, each with the number of actions before it.
+        let mut lines = Vec::new();
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => {
@@ -325,18 +328,27 @@ impl EventLoop {
                     }
                     self.core.handle(now, e, &mut actions)
                 }
-                Local::Print(line) => actions.push(Action::Print(line)),
+                Local::Print(line) => lines.push((actions.len(), line)),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
         self.core.handle(now, Event::Tick, &mut actions);
-        let turn = Turn::split(actions);
-        self.persist(&turn.writes);
+        let mut parts = interleave(actions, lines);
+        let writes: Vec<Durable> = parts
+            .iter_mut()
+            .flat_map(|(turn, _)| std::mem::take(&mut turn.writes))
+            .collect();
+        self.persist(&writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        for action in turn.effects {
-            self.perform(action, &mut out);
+        for (turn, line) in parts {
+            for action in turn.effects {
+                self.perform(action, &mut out);
+            }
+            if let Some(line) = line {
+                writeln!(out, "{line}").ok();
+            }
         }
         if std::mem::take(&mut self.prompt) {
             write!(out, "node{}> ", self.core.id()).ok();
@@ -374,10 +386,11 @@ impl EventLoop {
     fn perform(&mut self, action: Action, out: &mut impl Write) {
         match action {
             Action::Send { to, env } => self.send(&to, env),
-            Action::Print(line) if line.starts_with("[paxos]") => {
+            Action::Reply(reply) => drop(writeln!(out, "{}", render::reply(&reply))),
+            Action::Narrate(step) => {
+                let line = render::narration(self.core.id(), &step);
                 drop(writeln!(out, "{} {line}", wall_clock()))
             }
-            Action::Print(line) => drop(writeln!(out, "{line}")),
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
             Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
@@ -454,6 +467,23 @@ impl EventLoop {
         let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
     }
+}
+
+/// Cuts a turn's actions where the stdin thread's `lines` go (each after the number of
+/// actions it names), so that every line prints in order with the replies around it.
+fn interleave(
+    mut actions: Vec<Action>,
+    lines: Vec<(usize, String)>,
+) -> Vec<(Turn, Option<String>)> {
+    let mut parts = Vec::new();
+    let mut line_after = None;
+    for (at, line) in lines.into_iter().rev() {
+        parts.push((Turn::split(actions.split_off(at)), line_after.take()));
+        line_after = Some(line);
+    }
+    parts.push((Turn::split(actions), line_after));
+    parts.reverse();
+    parts
 }
 
 fn compact(store: &mut Store, core: &Core) {

@@ -16,7 +16,8 @@
 use benmo::commands::Command;
 use benmo::ledger::{Block, Hash, Ledger, NodeId, TxId};
 use benmo::paxos::{
-    Action, Ballot, Core, Durable, Envelope, Event, Message, Params, Proposal, Record, Timing, Turn,
+    Action, Ballot, Core, Durable, Envelope, Event, Message, Params, Proposal, Record, Reply,
+    Timing, Turn,
 };
 use stateright::{Checker, HasDiscoveries, Model, Property};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -281,12 +282,8 @@ impl Benmo {
                 return Some(Vec::new());
             }
             let protocol = !matches!(shown, Event::Command(_));
-            if let Some(line) = out[start..]
-                .iter()
-                .find_map(error_line)
-                .filter(|_| protocol)
-            {
-                s.fault = Some(format!("node {x} printed {line:?} on {shown:?}"));
+            if let Some(reply) = out[start..].iter().find_map(failure).filter(|_| protocol) {
+                s.fault = Some(format!("node {x} answered {reply:?} on {shown:?}"));
                 return Some(Vec::new());
             }
         }
@@ -365,7 +362,8 @@ impl Benmo {
                 };
                 self.send(s, x, to, &env);
             }
-            Action::Print(line) => self.heard(s, x, &line),
+            Action::Reply(reply) => self.heard(s, x, &reply),
+            Action::Narrate(_) => {}
             Action::Crash => {
                 self.crash(s, x);
                 return false;
@@ -394,16 +392,10 @@ impl Benmo {
         }
     }
 
-    fn heard(&self, s: &mut State, x: NodeId, line: &str) {
-        if !line.starts_with("recovered:") {
+    fn heard(&self, s: &mut State, x: NodeId, reply: &Reply) {
+        let Reply::Recovered { floor, .. } = *reply else {
             return;
-        }
-        // "recovered: promised B, voting again above depth F"
-        let floor: u64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(0);
+        };
         let node = s.node(x);
         node.amnesic = false;
         node.recovered = true;
@@ -687,11 +679,11 @@ fn text(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// An `error:` line, except the one a transfer that lost its id to an older, lost one gets:
+/// An error reply, except the one a transfer that lost its id to an older, lost one gets:
 /// after lost WAL records that is an answer the rules allow (see sim.rs).
-fn error_line(action: &Action) -> Option<&str> {
+fn failure(action: &Action) -> Option<&Reply> {
     match action {
-        Action::Print(l) if l.starts_with("error:") && !l.contains(" lost its id to ") => Some(l),
+        Action::Reply(r) if r.is_error() && !matches!(r, Reply::LostId { .. }) => Some(r),
         _ => None,
     }
 }

@@ -161,7 +161,7 @@ impl Block {
 }
 
 /// Why a block or transfer does not fit the ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LedgerError {
     WrongDepth {
         expected: u64,

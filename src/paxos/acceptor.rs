@@ -24,12 +24,10 @@ impl Core {
     ) {
         self.see_ballot(ballot, out);
         if !self.may_promise(depth) {
-            return self.log(out, || {
-                format!("ballot {ballot} depth {depth}: not promising: this node lost state and cannot say what it accepted there")
-            });
+            return self.narrate(out, || Step::NoPromiseAmnesic { ballot, depth });
         }
         if ballot < self.promised {
-            return self.refuse(from, ballot, "promise", out);
+            return self.refuse(from, ballot, Asked::Promise, out);
         }
         if ballot > self.promised {
             self.promised = ballot;
@@ -43,12 +41,11 @@ impl Core {
             .range(depth..)
             .map(|(&d, (b, v))| (d, *b, v.clone()))
             .collect();
-        self.log(out, || {
-            let had = match accepted.as_slice() {
-                [] => "nothing accepted there".to_string(),
-                list => format!("with the {} values it accepted there", list.len()),
-            };
-            format!("ballot {ballot} depth {depth}: promise to node {from}, {had}; no lower ballot counts here from now on")
+        self.narrate(out, || Step::Promised {
+            ballot,
+            depth,
+            to: from,
+            carried: accepted.len(),
         });
         self.send(vec![from], Message::Promise { ballot, accepted }, out);
     }
@@ -62,7 +59,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if ballot < self.promised {
-            return self.refuse(from, ballot, "accept", out);
+            return self.refuse(from, ballot, Asked::Accept, out);
         }
         if depth <= self.ledger.depth {
             // Decided here already. Voting again could count for a stale ballot with another
@@ -71,17 +68,15 @@ impl Core {
             return self.send(vec![from], Message::Hello, out);
         }
         if !self.may_accept() {
-            return self.log(out, || {
-                format!("ballot {ballot} depth {depth}: not voting: recovering lost state")
-            });
+            return self.narrate(out, || Step::NoVoteRecovering { ballot, depth });
         }
         self.follow(ballot, out);
         self.promised = ballot;
-        self.log(out, || {
-            format!(
-                "ballot {ballot} depth {depth}: accept {} from node {from}: accepted",
-                leader::describe(&value)
-            )
+        self.narrate(out, || Step::Voted {
+            ballot,
+            depth,
+            from,
+            value: value.clone(),
         });
         let record = Record::Accept {
             depth,
@@ -93,17 +88,20 @@ impl Core {
         self.send(vec![from], Message::Accepted { ballot, depth }, out);
     }
 
-    /// Refuses a `what` (promise or accept) for a ballot lower than our promise, and says why.
+    /// Refuses what was `asked` for a ballot lower than our promise, and says why.
     pub(super) fn refuse(
         &mut self,
         from: NodeId,
         ballot: Ballot,
-        what: &str,
+        asked: Asked,
         out: &mut Vec<Action>,
     ) {
         let promised = self.promised;
-        self.log(out, || {
-            format!("ballot {ballot}: {what} refused to node {from}: already promised {promised}")
+        self.narrate(out, || Step::Refused {
+            ballot,
+            asked,
+            to: from,
+            promised,
         });
         self.send(vec![from], Message::Reject { ballot, promised }, out);
     }

@@ -107,18 +107,15 @@ impl Core {
         if sound >= quorum {
             return self.end_amnesia(out);
         }
-        let waiting: Vec<String> = a
+        let peers: Vec<NodeId> = a
             .replies
             .iter()
             .filter(|(_, r)| r.recovering)
-            .map(|(p, _)| p.to_string())
+            .map(|(&p, _)| p)
             .collect();
-        if !waiting.is_empty() && !a.said_waiting {
+        if !peers.is_empty() && !a.said_waiting {
             a.said_waiting = true;
-            out.push(Action::Print(format!(
-                "waiting: node {} still recovering; this node recovers once a majority has caught up",
-                waiting.join(", node ")
-            )));
+            out.push(Action::Reply(Reply::Waiting { peers }));
         }
     }
 
@@ -138,9 +135,7 @@ impl Core {
         if self.n == 1 {
             return self.end_amnesia(out); // no one else could have counted on us
         }
-        self.log(out, || {
-            "recovering lost state: asking peers what they know".to_string()
-        });
+        self.narrate(out, || Step::Probing);
         self.broadcast(Message::Probe { floor: 0, nonce }, out);
     }
 
@@ -165,17 +160,16 @@ impl Core {
         self.next_own_seq = self.next_own_seq.max(seq.saturating_add(1));
         out.push(Action::Persist(Record::Promise(self.promised)));
         out.push(Action::Persist(Record::VoteFloor(self.vote_floor)));
-        out.push(Action::Print(format!(
-            "recovered: promised {}, voting again above depth {}",
-            self.promised, self.vote_floor
-        )));
+        out.push(Action::Reply(Reply::Recovered {
+            promised: self.promised,
+            floor: self.vote_floor,
+        }));
         if self.ledger.depth >= self.vote_floor {
             Self::caught_up(self.ledger.depth, out);
         }
     }
 
     pub(super) fn caught_up(depth: u64, out: &mut Vec<Action>) {
-        let line = format!("caught up: transfers resume at depth {depth}");
-        out.push(Action::Print(line));
+        out.push(Action::Reply(Reply::CaughtUp { depth }));
     }
 }

@@ -1,4 +1,4 @@
-//! Commands from the node's own stdin, and what they print.
+//! Commands from the node's own stdin, and what they answer.
 
 use super::*;
 
@@ -21,8 +21,8 @@ impl Core {
         }
     }
 
-    pub(super) fn error(out: &mut Vec<Action>, text: String) {
-        out.push(Action::Print(format!("error: {text}")));
+    pub(super) fn refuse_command(out: &mut Vec<Action>, why: Refusal) {
+        out.push(Action::Reply(Reply::Refused(why)));
     }
 
     pub(super) fn on_transfer(
@@ -32,8 +32,8 @@ impl Core {
         amount: u64,
         out: &mut Vec<Action>,
     ) {
-        if let Err(problem) = self.check_transfer(debit, credit, amount) {
-            return Self::error(out, problem);
+        if let Err(why) = self.check_transfer(debit, credit, amount) {
+            return Self::refuse_command(out, why);
         }
         let t = Transfer {
             id: TxId {
@@ -47,7 +47,7 @@ impl Core {
         self.queue.insert(t.id.seq, t);
         self.queued_total += t.amount;
         out.push(Action::Persist(Record::Queue(t)));
-        out.push(Action::Print(format!("queued {t}")));
+        out.push(Action::Reply(Reply::Queued(t)));
     }
 
     /// Why this node may not queue the transfer, if it may not.
@@ -56,55 +56,48 @@ impl Core {
         debit: NodeId,
         credit: NodeId,
         amount: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
         if self.recovering() {
             // Lost records may have held debits of ours that commit up to the vote floor:
             // only a chain past it shows what this account can still afford.
-            return Err(
-                "recovering lost state: transfers resume once this node has caught up".into(),
-            );
+            return Err(Refusal::Recovering);
         }
         if debit >= self.n || credit >= self.n {
-            let last = self.n - 1;
-            return Err(format!(
-                "unknown node {} (nodes are 0..{last})",
-                debit.max(credit)
-            ));
+            return Err(Refusal::UnknownNode {
+                node: debit.max(credit),
+                nodes: self.n,
+            });
         }
         if debit != self.id {
-            let me = self.id;
-            return Err(format!(
-                "node {me} can only transfer from its own account {me}"
-            ));
+            return Err(Refusal::NotOwnAccount { node: self.id });
         }
         if debit == credit {
-            return Err("debit and credit are the same account".into());
+            return Err(Refusal::SameAccount);
         }
         if amount == 0 {
-            return Err("amount must be a positive integer".into());
+            return Err(Refusal::ZeroAmount);
         }
         if amount > available {
-            return Err(format!(
-                "insufficient funds: {amount} requested, {available} available"
-            ));
+            return Err(Refusal::Overdraft {
+                requested: amount,
+                available,
+            });
         }
         Ok(())
     }
 
     pub(super) fn print_balance(&self, node: NodeId, out: &mut Vec<Action>) {
-        out.push(Action::Print(format!(
-            "balance {} {}",
-            node, self.ledger.balances[node]
-        )));
+        let balance = self.ledger.balances[node];
+        out.push(Action::Reply(Reply::Balance { node, balance }));
     }
 
     pub(super) fn print_queue(&self, out: &mut Vec<Action>) {
         if self.queue.is_empty() {
-            out.push(Action::Print("queue empty".to_string()));
+            out.push(Action::Reply(Reply::QueueEmpty));
         }
         for t in self.queue.values() {
-            out.push(Action::Print(format!("queue {t}")));
+            out.push(Action::Reply(Reply::QueueEntry(*t)));
         }
     }
 
@@ -112,59 +105,51 @@ impl Core {
     /// when a message last came from that peer, so a sever made at one end shows at both.
     pub(super) fn print_status(&self, full: bool, out: &mut Vec<Action>) {
         let role = match self.role {
-            Role::Follower => "follower",
-            Role::Candidate(_) => "candidate",
-            Role::Leader(_) => "leader",
+            Role::Follower => RoleName::Follower,
+            Role::Candidate(_) => RoleName::Candidate,
+            Role::Leader(_) => RoleName::Leader,
         };
-        let leader = self
-            .known_leader()
-            .map_or("none".to_string(), |l| l.to_string());
-        out.push(Action::Print(format!(
-            "node {} depth {} head {} ballot {} leader {} role {} queue {} transfers {}",
-            self.id,
-            self.ledger.depth,
-            match full {
-                true => self.ledger.head.to_string(),
-                false => self.ledger.head.short(),
-            },
-            self.promised,
-            leader,
+        out.push(Action::Reply(Reply::Status(Status {
+            node: self.id,
+            depth: self.ledger.depth,
+            head: self.ledger.head,
+            full,
+            promised: self.promised,
+            leader: self.known_leader(),
             role,
-            self.queue.len(),
-            self.ledger.transfers
-        )));
-        for p in (0..self.n).filter(|&p| p != self.id) {
-            let state = match (self.severed[p], self.link_up[p]) {
-                (true, _) => "severed",
-                (false, true) => "up",
-                (false, false) => "down",
+            queue: self.queue.len(),
+            transfers: self.ledger.transfers,
+        })));
+        for peer in (0..self.n).filter(|&p| p != self.id) {
+            let state = match (self.severed[peer], self.link_up[peer]) {
+                (true, _) => LinkState::Severed,
+                (false, true) => LinkState::Up,
+                (false, false) => LinkState::Down,
             };
-            let heard = match self.heard_at.0[p] {
-                0 => "never heard from".to_string(),
-                at => format!("heard {} ago", human_ms(self.now - at)),
+            let heard_ago = match self.heard_at.0[peer] {
+                0 => None,
+                at => Some(self.now - at),
             };
-            out.push(Action::Print(format!("link {p} {state} {heard}")));
+            out.push(Action::Reply(Reply::Link {
+                peer,
+                state,
+                heard_ago,
+            }));
         }
     }
 
     pub(super) fn set_severed(&mut self, peer: NodeId, severed: bool, out: &mut Vec<Action>) {
         if peer >= self.n || peer == self.id {
-            return Self::error(out, format!("no link from node {} to node {peer}", self.id));
+            let why = Refusal::NoLink {
+                from: self.id,
+                to: peer,
+            };
+            return Self::refuse_command(out, why);
         }
         self.severed[peer] = severed;
-        let word = if severed { "severed" } else { "restored" };
-        out.push(Action::Print(format!("link {peer} {word}")));
+        out.push(Action::Reply(Reply::LinkSet { peer, severed }));
         if !severed {
             self.send(vec![peer], Message::Hello, out);
         }
-    }
-}
-
-/// A duration for a person: `40 ms`, `3.2 s`, `5 min`.
-fn human_ms(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms} ms"),
-        1_000..=59_999 => format!("{}.{} s", ms / 1000, ms % 1000 / 100),
-        _ => format!("{} min", ms / 60_000),
     }
 }

@@ -21,9 +21,7 @@ impl Core {
         if self.peer_depth[peer] > self.ledger.depth && !waiting {
             self.catch_up = Some((peer, self.now + self.timing.resend_ms));
             let from = self.ledger.depth + 1;
-            self.log(out, || {
-                format!("behind node {peer}: asking for blocks from depth {from}")
-            });
+            self.narrate(out, || Step::CatchingUp { peer, from });
             self.send(vec![peer], Message::CatchUp { from }, out);
         }
     }
@@ -45,13 +43,13 @@ impl Core {
     pub(super) fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
         self.highest_seen = self.highest_seen.max(ballot);
         if self.role_ballot().is_some_and(|mine| ballot > mine) {
-            self.step_down(|| format!("ballot {ballot} is higher"), out);
+            self.step_down(StepDown::HigherBallot(ballot), out);
         }
     }
 
     /// Stops running or leading; `why` says why, in verbose output.
-    pub(super) fn step_down(&mut self, why: impl FnOnce() -> String, out: &mut Vec<Action>) {
-        self.log(out, || format!("stepping down: {}", why()));
+    pub(super) fn step_down(&mut self, why: StepDown, out: &mut Vec<Action>) {
+        self.narrate(out, || Step::SteppingDown(why));
         self.role = Role::Follower;
         if self.leader.is_some_and(|b| b.node == self.id) {
             self.leader = None;
@@ -66,9 +64,7 @@ impl Core {
             return;
         }
         if self.leader != Some(ballot) {
-            self.log(out, || {
-                format!("following leader {} (ballot {ballot})", ballot.node)
-            });
+            self.narrate(out, || Step::Following { ballot });
             self.forwarded_at = None; // hand the whole queue to the new leader
         }
         self.leader = Some(ballot);
@@ -78,7 +74,7 @@ impl Core {
 
     pub(super) fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, out: &mut Vec<Action>) {
         if ballot < self.promised {
-            return self.refuse(from, ballot, "heartbeat", out);
+            return self.refuse(from, ballot, Asked::Heartbeat, out);
         }
         self.follow(ballot, out);
     }
@@ -135,9 +131,7 @@ impl Core {
                 };
                 let delay = self.random_delay() + defer;
                 self.election_at = Some(self.now + delay);
-                self.log(out, || {
-                    format!("no leader; running for leader in {delay} ms (random delay)")
-                });
+                self.narrate(out, || Step::ElectionIn { delay });
             }
             Some(at) if self.now >= at => self.start_election(out),
             Some(_) => {}
@@ -159,9 +153,8 @@ impl Core {
         }
         let transfers = self.next_offer();
         if !transfers.is_empty() {
-            self.log(out, || {
-                format!("forward {} transfers to leader {leader}", transfers.len())
-            });
+            let count = transfers.len();
+            self.narrate(out, || Step::Forwarding { count, leader });
             self.send(vec![leader], Message::Forward { transfers }, out);
         }
     }

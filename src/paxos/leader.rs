@@ -81,11 +81,7 @@ impl Core {
             started: self.now,
         });
         let depth = self.ledger.depth + 1;
-        self.log(out, || {
-            format!(
-                "ballot {ballot} depth {depth}: running for leader: prepare (promise me depth {depth} on, ballots below {ballot} no longer count)"
-            )
-        });
+        self.narrate(out, || Step::Prepare { ballot, depth });
         self.broadcast(Message::Prepare { ballot, depth }, out);
         self.try_win(out);
     }
@@ -100,15 +96,20 @@ impl Core {
     ) {
         if let Role::Candidate(c) = &mut self.role {
             if c.ballot == ballot {
-                // Described only when printed: promises need no strings otherwise.
+                // Copied only when narrated: promises need no copies otherwise.
                 let carried = match self.verbose {
-                    true => describe_accepted(&accepted),
-                    false => String::new(),
+                    true => accepted.clone(),
+                    false => Vec::new(),
                 };
                 c.promises.insert(from, (depth, accepted));
-                let (have, quorum) = (c.promises.len(), self.quorum());
-                self.log(out, || {
-                    format!("ballot {ballot}: promise {have}/{quorum} from node {from} ({carried})")
+                let (have, nodes, quorum) = (c.promises.len(), self.n, self.quorum());
+                self.narrate(out, || Step::PromiseFrom {
+                    ballot,
+                    from,
+                    have,
+                    nodes,
+                    quorum,
+                    carried,
                 });
                 self.try_win(out);
             }
@@ -123,8 +124,10 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         if self.role_ballot() == Some(ballot) {
-            self.log(out, || {
-                format!("ballot {ballot}: refused by node {from}, which already promised {promised}; this ballot cannot win")
+            self.narrate(out, || Step::RefusedBy {
+                ballot,
+                from,
+                promised,
             });
         }
         self.see_ballot(promised, out);
@@ -157,8 +160,9 @@ impl Core {
         }
         if ahead_depth > self.ledger.depth {
             // Depths we do not have are decided; their values may be pruned. Catch up first.
-            self.log(out, || {
-                format!("node {ahead} is ahead (depth {ahead_depth}); catching up before leading")
+            self.narrate(out, || Step::Behind {
+                ahead,
+                depth: ahead_depth,
             });
             self.role = Role::Follower;
             self.election_at = Some(self.now + self.timing.resend_ms);
@@ -166,10 +170,13 @@ impl Core {
             self.peer_depth[ahead] = ahead_depth;
             return self.maybe_catch_up(ahead, out);
         }
-        for (depth, (b, _)) in &adopted {
-            let p = told[depth];
-            self.log(out, || {
-                format!("ballot {ballot} depth {depth}: node {p} had accepted ballot {b}'s value at depth {depth}; the new leader must propose that value, not its own")
+        for (&depth, &(accepted, _)) in &adopted {
+            let from = told[&depth];
+            self.narrate(out, || Step::Adopt {
+                ballot,
+                depth,
+                from,
+                accepted,
             });
         }
         self.become_leader(ballot, adopted, out);
@@ -184,14 +191,16 @@ impl Core {
         let Role::Candidate(c) = &self.role else {
             unreachable!("only a candidate wins");
         };
-        let (have, quorum) = (c.promises.len(), self.quorum());
+        let (have, nodes, quorum) = (c.promises.len(), self.n, self.quorum());
         // The promisers were just heard from: they count in the first majority check.
         let heard: Vec<bool> = (0..self.n).map(|p| c.promises.contains_key(&p)).collect();
-        self.log(out, || {
-            format!(
-                "ballot {ballot} depth {}: elected leader with {have}/{quorum} promises",
-                self.ledger.depth + 1
-            )
+        let depth = self.ledger.depth + 1;
+        self.narrate(out, || Step::Elected {
+            ballot,
+            depth,
+            have,
+            nodes,
+            quorum,
         });
         let intake = vec![BTreeMap::new(); self.n];
         self.offered_upto = 0; // offer our own queue afresh, as to any leader
@@ -221,9 +230,7 @@ impl Core {
         }));
         if self.phase_delay() > 0 {
             let hold = self.phase_delay();
-            self.log(out, || {
-                format!("ballot {ballot}: accept phase in {hold} ms (phase delay)")
-            });
+            self.narrate(out, || Step::AcceptIn { ballot, hold });
         }
         self.leader = Some(ballot);
         self.election_at = None;
@@ -276,11 +283,10 @@ impl Core {
             ballot,
             value: value.clone(),
         }));
-        self.log(out, || {
-            format!(
-                "ballot {ballot} depth {depth}: propose {}: accept",
-                describe(&value)
-            )
+        self.narrate(out, || Step::Propose {
+            ballot,
+            depth,
+            value: value.clone(),
         });
         self.broadcast(
             Message::Accept {
@@ -309,9 +315,14 @@ impl Core {
         if let Some(slot) = l.inflight.get_mut(&depth) {
             slot.acks[from] = true;
             let have = slot.acks.iter().filter(|&&a| a).count();
-            let quorum = self.quorum();
-            self.log(out, || {
-                format!("ballot {ballot} depth {depth}: accepted {have}/{quorum} from node {from}")
+            let (nodes, quorum) = (self.n, self.quorum());
+            self.narrate(out, || Step::AcceptedFrom {
+                ballot,
+                depth,
+                from,
+                have,
+                nodes,
+                quorum,
             });
             self.check_chosen(depth, out);
         }
@@ -334,18 +345,21 @@ impl Core {
         let ballot = l.ballot;
         if hold > 0 && l.decide_hold.is_none() {
             l.decide_hold = Some((depth, now + hold));
-            return self.log(out, || {
-                format!("ballot {ballot} depth {depth}: chosen by a majority; decide in {hold} ms (phase delay)")
+            return self.narrate(out, || Step::ChosenHeld {
+                ballot,
+                depth,
+                hold,
             });
         }
         if l.decide_hold.is_some_and(|(d, at)| d == depth && now < at) {
             return;
         }
-        l.decide_hold = None;
-        self.decide(ballot, depth, out);
+        let held = l.decide_hold.take().is_some();
+        self.decide(ballot, depth, held, out);
     }
 
-    fn decide(&mut self, ballot: Ballot, depth: u64, out: &mut Vec<Action>) {
+    /// `held`: the decide was held back, and `ChosenHeld` said it was chosen.
+    fn decide(&mut self, ballot: Ballot, depth: u64, held: bool, out: &mut Vec<Action>) {
         let Role::Leader(l) = &mut self.role else {
             unreachable!("only a leader decides");
         };
@@ -353,11 +367,11 @@ impl Core {
             .inflight
             .remove(&depth)
             .expect("a chosen slot is in flight");
-        self.log(out, || {
-            format!(
-                "ballot {ballot} depth {depth}: chosen by a majority ({}): decide",
-                describe(&slot.value)
-            )
+        self.narrate(out, || Step::Decide {
+            ballot,
+            depth,
+            value: slot.value.clone(),
+            held,
         });
         self.decided.insert(depth, slot.value);
         self.broadcast(Message::Decide { ballot, depth }, out);
@@ -376,9 +390,7 @@ impl Core {
             return;
         }
         let (ballot, depth) = (l.ballot, l.first_depth);
-        self.log(out, || {
-            format!("ballot {ballot} depth {depth}: round over; the next depth needs a new round, from prepare")
-        });
+        self.narrate(out, || Step::RoundOver { ballot, depth });
         self.role = Role::Follower;
         self.leader = None;
     }
@@ -495,8 +507,11 @@ impl Core {
         if heard >= quorum {
             return true;
         }
-        let n = self.n;
-        let why = || format!("heard from {heard} of {n} nodes in {timeout} ms, not a majority");
+        let why = StepDown::NoMajority {
+            heard,
+            nodes: self.n,
+            ms: timeout,
+        };
         self.step_down(why, out);
         false
     }
@@ -589,39 +604,6 @@ impl Core {
             l.last_heartbeat = now;
             let ballot = l.ballot;
             self.broadcast(Message::Heartbeat { ballot }, out);
-        }
-    }
-}
-
-/// A value as a class reads it: its transfer ids, or `empty`.
-pub(super) fn describe(value: &Proposal) -> String {
-    const SHOWN: usize = 8;
-    if value.transfers.is_empty() {
-        return "empty".to_string();
-    }
-    let ids: Vec<String> = value
-        .transfers
-        .iter()
-        .take(SHOWN)
-        .map(|t| t.id.to_string())
-        .collect();
-    match value.transfers.len().saturating_sub(SHOWN) {
-        0 => format!("[{}]", ids.join(" ")),
-        more => format!("[{} +{more} more]", ids.join(" ")),
-    }
-}
-
-/// What a promise carried: the values its sender had accepted.
-fn describe_accepted(accepted: &AcceptedList) -> String {
-    match accepted.as_slice() {
-        [] => "it had accepted nothing there".to_string(),
-        list => {
-            let each: Vec<String> = list
-                .iter()
-                .take(4)
-                .map(|(d, b, v)| format!("depth {d} ballot {b} {}", describe(v)))
-                .collect();
-            format!("it had accepted {}", each.join(", "))
         }
     }
 }

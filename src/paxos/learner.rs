@@ -21,11 +21,11 @@ impl Core {
         self.peer_depth[from] = self.peer_depth[from].max(depth);
         match self.accepted.get(&depth) {
             Some((b, value)) if *b == ballot => {
-                self.log(out, || {
-                    format!(
-                        "ballot {ballot} depth {depth}: decided {}: learned from node {from}",
-                        leader::describe(value)
-                    )
+                self.narrate(out, || Step::Learned {
+                    ballot,
+                    depth,
+                    value: value.clone(),
+                    from,
                 });
                 self.decided.insert(depth, value.clone());
                 self.apply_decided(out);
@@ -61,28 +61,26 @@ impl Core {
             .remove(&depth)
             .is_some_and(|slot| slot.value != *value);
         if differs || unplanned {
-            self.step_down(
-                || format!("depth {depth} was decided outside its plan"),
-                out,
-            );
+            self.step_down(StepDown::OutsidePlan { depth }, out);
         }
     }
 
-    /// Takes our own committed transfers off the queue; returns the lines to print.
-    pub(super) fn settle_own(&mut self, block: &Block) -> Vec<String> {
+    /// Takes our own committed transfers off the queue; returns the replies they are owed.
+    pub(super) fn settle_own(&mut self, block: &Block) -> Vec<Reply> {
         let (me, depth) = (self.id, block.depth);
         let mut lines = Vec::new();
         for t in block.transfers.iter().filter(|t| t.debit() == me) {
             if let Some(q) = self.queue.get(&t.id.seq).filter(|q| *q != t) {
                 // Only after lost records: an older transfer with this id got there first.
-                lines.push(format!(
-                    "error: queued transfer {q} lost its id to {t}; queue it again"
-                ));
+                lines.push(Reply::LostId { queued: *q, by: *t });
             }
             self.unqueue(t.id.seq);
             // After lost records our numbering may lag what others committed for us.
             self.next_own_seq = self.next_own_seq.max(t.id.seq + 1);
-            lines.push(format!("committed {t} depth {depth}"));
+            lines.push(Reply::Committed {
+                transfer: *t,
+                depth,
+            });
         }
         lines
     }
@@ -99,15 +97,13 @@ impl Core {
                 l.intake[t.debit()].remove(&t.id.seq);
             }
         }
-        self.log(out, || {
-            format!(
-                "committed block {depth} head {} ({} transfers)",
-                block.hash.short(),
-                block.transfers.len()
-            )
+        self.narrate(out, || Step::CommittedBlock {
+            depth,
+            head: block.hash,
+            transfers: block.transfers.len(),
         });
         out.push(Action::Commit(block));
-        out.extend(lines.into_iter().map(Action::Print));
+        out.extend(lines.into_iter().map(Action::Reply));
         if self.vote_floor > 0 && depth == self.vote_floor {
             Self::caught_up(depth, out);
         }
@@ -128,16 +124,14 @@ impl Core {
             }
             if self.is_leader() {
                 // Someone decided past us: our leadership is stale.
-                self.step_down(
-                    || "blocks past its depth were decided without it".into(),
-                    out,
-                );
+                self.step_down(StepDown::BlocksWithout, out);
             }
             if let Err(e) = self.ledger.apply(&block) {
-                out.push(Action::Print(format!(
-                    "error: rejected block {} from node {from}: {e}",
-                    block.depth
-                )));
+                out.push(Action::Reply(Reply::BadBlock {
+                    depth: block.depth,
+                    from,
+                    error: e,
+                }));
                 return;
             }
             self.after_commit(block, out);

@@ -1,5 +1,5 @@
 //! The whole protocol, as a pure state machine: `Core::handle` takes an event (a command,
-//! a message, a link change, the passing of time) and pushes actions (send, persist, print).
+//! a message, a link change, the passing of time) and pushes actions (send, persist, reply, narrate).
 //! There are no sockets, threads, clocks, randomness or files in here; the shell in
 //! `node.rs` and the simulator in `sim.rs` supply all of those.
 //!
@@ -24,10 +24,12 @@ mod client;
 mod follower;
 mod leader;
 mod learner;
+mod outcome;
 
 use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
 use leader::{Candidacy, Leadership};
+pub use outcome::{Asked, LinkState, Refusal, Reply, RoleName, Status, Step, StepDown};
 
 /// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
 #[derive(
@@ -180,7 +182,7 @@ pub enum Event {
 }
 
 /// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
-/// before it performs any `Send` or `Print` of that batch.
+/// before it performs any `Send` or `Reply` of that batch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Send {
@@ -190,8 +192,10 @@ pub enum Action {
     Persist(Record),
     /// Append a decided block to the chain.
     Commit(Block),
-    /// A line for stdout.
-    Print(String),
+    /// An answer to a command, or news a client waits for.
+    Reply(Reply),
+    /// A protocol step, in verbose mode only.
+    Narrate(Step),
     /// Send `to` the committed blocks from depth `from` on, read from the chain on disk.
     ServeBlocks {
         to: NodeId,
@@ -592,13 +596,10 @@ impl Core {
         self.send(self.others(), msg, out);
     }
 
-    fn log(&self, out: &mut Vec<Action>, text: impl FnOnce() -> String) {
+    /// Narrates a step in verbose mode; `step` is built only then.
+    fn narrate(&self, out: &mut Vec<Action>, step: impl FnOnce() -> Step) {
         if self.verbose {
-            out.push(Action::Print(format!(
-                "[paxos] node {}: {}",
-                self.id,
-                text()
-            )));
+            out.push(Action::Narrate(step()));
         }
     }
 
@@ -684,7 +685,8 @@ impl Core {
             Role::Candidate(ref c) => {
                 let expired = self.now >= c.started + self.timing.leader_timeout_ms;
                 if expired {
-                    self.log(out, || "election timed out".to_string());
+                    let ballot = c.ballot;
+                    self.narrate(out, || Step::ElectionTimedOut { ballot });
                     self.role = Role::Follower;
                     self.election_at = Some(self.now + self.random_delay());
                 }

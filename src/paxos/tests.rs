@@ -28,8 +28,8 @@ struct Cluster {
     wire: Vec<Wire>,
     /// Every message ever sent, for replaying stale copies.
     history: Vec<Wire>,
-    /// Each node's printed lines, without the verbose `[paxos]` ones.
-    lines: Vec<Vec<String>>,
+    /// Each node's replies (narration left out).
+    lines: Vec<Vec<Reply>>,
     /// Deliver every message twice, each round in reverse order.
     chaos: bool,
 }
@@ -66,7 +66,7 @@ fn msg(from: NodeId, depth: u64, msg: Message) -> Event {
 
 fn errors(out: &[Action]) -> usize {
     out.iter()
-        .filter(|a| matches!(a, Action::Print(l) if l.starts_with("error:")))
+        .filter(|a| matches!(a, Action::Reply(r) if r.is_error()))
         .count()
 }
 
@@ -114,7 +114,7 @@ impl Cluster {
             match action {
                 Action::Send { to, env } => to.iter().for_each(|&p| self.put(x, p, env.clone())),
                 Action::ServeBlocks { to, from } => self.serve(x, to, from),
-                Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l),
+                Action::Reply(r) => self.lines[x].push(r),
                 _ => {}
             }
         }
@@ -243,11 +243,17 @@ impl Cluster {
         }
     }
 
-    fn lines_with(&self, x: NodeId, prefix: &str) -> usize {
-        self.lines[x]
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .count()
+    /// How many of node `x`'s replies match `pick`.
+    fn replies(&self, x: NodeId, pick: impl Fn(&Reply) -> bool) -> usize {
+        self.lines[x].iter().filter(|r| pick(r)).count()
+    }
+
+    /// How many times node `x` said that its transfer `id` committed.
+    fn committed(&self, x: NodeId, id: TxId) -> usize {
+        self.replies(
+            x,
+            |r| matches!(r, Reply::Committed { transfer, .. } if transfer.id == id),
+        )
     }
 }
 
@@ -315,7 +321,7 @@ fn a_new_leader_finishes_what_a_crashed_leader_got_a_minority_to_accept() {
     c.run(2000);
     c.assert_agree();
     assert_eq!(c.txids(0), vec![TxId { node: 0, seq: 1 }]);
-    assert_eq!(c.lines_with(0, "committed 0.1 "), 1);
+    assert_eq!(c.committed(0, TxId { node: 0, seq: 1 }), 1);
 }
 
 #[test]
@@ -439,7 +445,7 @@ fn duplicated_reordered_and_stale_messages_change_nothing() {
     c.run(2000);
     c.assert_agree();
     assert_eq!(c.disks[0].chain, chain);
-    assert!((0..3).all(|x| c.lines_with(x, "error:") == 0));
+    assert!((0..3).all(|x| c.replies(x, Reply::is_error) == 0));
 }
 
 #[test]
@@ -470,8 +476,12 @@ fn an_origin_crashing_after_a_majority_accepted_its_transfer_commits_it_once() {
                 seq: 1
             }]
         );
-        assert_eq!(c.lines_with(origin, "queued "), 1);
-        assert_eq!(c.lines_with(origin, &format!("committed {origin}.1 ")), 1);
+        assert_eq!(c.replies(origin, |r| matches!(r, Reply::Queued(_))), 1);
+        let id = TxId {
+            node: origin,
+            seq: 1,
+        };
+        assert_eq!(c.committed(origin, id), 1);
         assert!(c.core(origin).queue().next().is_none());
     }
 }
@@ -553,23 +563,30 @@ fn bad_transfers_get_one_error_and_change_nothing() {
     assert_eq!(errors(&c.transfer(0, 1, 60)), 0);
     let records = c.core(0).live_records();
     let ledger = c.core(0).ledger().clone();
+    let overdraft = |requested| Refusal::Overdraft {
+        requested,
+        available: 40,
+    };
     let bad = [
-        (1, 2, 5),
-        (0, 0, 5),
-        (0, 3, 5),
-        (0, 1, 0),
-        (0, 1, 41),
-        (0, 2, 1000),
+        ((1, 2, 5), Refusal::NotOwnAccount { node: 0 }),
+        ((0, 0, 5), Refusal::SameAccount),
+        ((0, 3, 5), Refusal::UnknownNode { node: 3, nodes: 3 }),
+        ((0, 1, 0), Refusal::ZeroAmount),
+        ((0, 1, 41), overdraft(41)),
+        ((0, 2, 1000), overdraft(1000)),
     ];
-    for (debit, credit, amount) in bad {
+    for ((debit, credit, amount), why) in bad {
         let cmd = Command::Transfer {
             debit,
             credit,
             amount,
         };
         let out = c.batch(0, vec![Event::Command(cmd)]);
-        assert_eq!(errors(&out), 1, "{debit} {credit} {amount}: {out:?}");
-        assert_eq!(out.len(), 1, "nothing but the error: {out:?}");
+        assert_eq!(
+            out,
+            vec![Action::Reply(Reply::Refused(why))],
+            "nothing else"
+        );
     }
     assert_eq!(c.core(0).live_records(), records);
     assert_eq!(c.core(0).ledger(), &ledger);
@@ -592,9 +609,16 @@ fn followers_forward_their_transfers_to_the_leader() {
         .any(|a| matches!(a, Action::Send { to, env } if to == &[0] && env.msg == forward)));
     c.run(500);
     c.assert_agree();
+    let t = tx(2, 1, 1, 5);
     assert_eq!(
         c.lines[2],
-        ["queued 2.1 2 1 5", "committed 2.1 2 1 5 depth 1"]
+        [
+            Reply::Queued(t),
+            Reply::Committed {
+                transfer: t,
+                depth: 1
+            }
+        ]
     );
     assert_eq!(c.core(2).ledger().balances, vec![100, 105, 95]);
 }
@@ -653,7 +677,8 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
     // After a leader timeout it asks its peers and recovers a safe floor.
     c.run(2000);
     let floor = 1 + Timing::default().inflight_depths_max as u64;
-    assert_eq!(c.lines_with(2, "recovered: "), 1, "{:?}", c.lines[2]);
+    let recovered = |r: &Reply| matches!(r, Reply::Recovered { .. });
+    assert_eq!(c.replies(2, recovered), 1, "{:?}", c.lines[2]);
     assert!(c.core(2).promised() >= leader_ballot);
     assert!(c.disks[2].records.contains(&Record::VoteFloor(floor)));
     // The leader carried the chain past the floor with empty blocks if need be.
@@ -781,9 +806,10 @@ fn probe_replies_count_only_for_this_incarnations_probe_after_its_wait() {
         vec![
             Action::Persist(Record::Promise(ballot(3, 0))),
             Action::Persist(Record::VoteFloor(floor)),
-            Action::Print(format!(
-                "recovered: promised 3.0, voting again above depth {floor}"
-            )),
+            Action::Reply(Reply::Recovered {
+                promised: ballot(3, 0),
+                floor
+            }),
         ]
     );
 }
@@ -803,20 +829,14 @@ fn a_node_recovering_beside_a_recovering_peer_waits_and_says_so() {
     let mut out = Vec::new();
     core.handle(1001, msg(0, 0, reply(nonce, true)), &mut out);
     core.handle(1001, msg(1, 0, reply(nonce, false)), &mut out);
-    assert_eq!(
-        out,
-        vec![Action::Print(
-            "waiting: node 0 still recovering; this node recovers once a majority has caught up"
-                .into()
-        )]
-    );
+    assert_eq!(out, vec![Action::Reply(Reply::Waiting { peers: vec![0] })]);
     assert!(core.recovering());
     // Once the peer has caught up, its next answer counts.
     let mut out = Vec::new();
     core.handle(1001, msg(0, 0, reply(nonce, false)), &mut out);
     assert_eq!(
         out.iter()
-            .filter(|a| matches!(a, Action::Print(l) if l.starts_with("recovered:")))
+            .filter(|a| matches!(a, Action::Reply(Reply::Recovered { .. })))
             .count(),
         1
     );
@@ -964,7 +984,8 @@ fn a_classroom_leader_lets_its_ballot_go_once_its_round_is_done() {
     let mut c = classroom_cluster(3);
     c.transfer(0, 1, 10);
     c.run(2000);
-    assert_eq!(c.lines_with(0, "committed 0.1"), 1, "{:?}", c.lines[0]);
+    let id = TxId { node: 0, seq: 1 };
+    assert_eq!(c.committed(0, id), 1, "{:?}", c.lines[0]);
     assert!(
         !c.core(0).is_leader(),
         "its one depth is decided: the round is over"
@@ -978,7 +999,12 @@ fn a_classroom_leader_lets_its_ballot_go_once_its_round_is_done() {
     // The next transfer gets a round of its own, at the next depth.
     c.transfer(2, 0, 5);
     c.run(2000);
-    assert_eq!(c.lines_with(2, "committed 2.1 2 0 5 depth 2"), 1);
+    let t = tx(2, 1, 0, 5);
+    let committed = Reply::Committed {
+        transfer: t,
+        depth: 2,
+    };
+    assert_eq!(c.replies(2, |r| *r == committed), 1);
 }
 
 /// Found by cargo-mutants (`may_accept` always true survived the model and the simulator):

@@ -95,37 +95,8 @@ impl Drop for NodeProc {
     }
 }
 
-/// What the first line of `status` says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub depth: u64,
-    pub head: String,
-    pub leader: Option<usize>,
-    pub queue: usize,
-    pub transfers: u64,
-}
-
-impl Status {
-    pub fn parse(line: &str) -> Option<Status> {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let field = |name: &str| {
-            w.iter()
-                .position(|x| *x == name)
-                .and_then(|i| w.get(i + 1))
-                .copied()
-        };
-        if w.first() != Some(&"node") {
-            return None;
-        }
-        Some(Status {
-            depth: field("depth")?.parse().ok()?,
-            head: field("head")?.to_string(),
-            leader: field("leader")?.parse().ok(),
-            queue: field("queue")?.parse().ok()?,
-            transfers: field("transfers")?.parse().ok()?,
-        })
-    }
-}
+/// A parsed `status` line (see `render::parse`).
+pub use crate::render::StatusLine as Status;
 
 /// A data dir and the node processes running on it.
 pub struct LocalCluster {
@@ -272,10 +243,8 @@ impl LocalCluster {
         if !node.send("status full") {
             return None;
         }
-        node.wait_for(Instant::now() + timeout, |l| {
-            l.starts_with("node ") && l.contains(" head ")
-        })
-        .and_then(|l| Status::parse(&l))
+        node.wait_for(Instant::now() + timeout, |l| Status::parse(l).is_some())
+            .and_then(|l| Status::parse(&l))
     }
 
     /// Waits until every running node has the same depth and head and an empty queue.

@@ -4,7 +4,7 @@
 //!
 //! What it reproduces of the real shell: a node takes its pending events as one batch, then
 //! one `Tick`; every `Persist` and `Commit` of the batch is durable before any `Send` or
-//! `Print` of it happens. A crash loses the node's memory, its inbox and every message in
+//! `Reply` of it happens. A crash loses the node's memory, its inbox and every message in
 //! flight to or from it, but nothing durable; a crash in the middle of a batch makes only a
 //! prefix of its writes durable and performs none of its sends. A restart is
 //! `Core::recover` from the durable chain and records.
@@ -18,12 +18,12 @@
 //! What it checks, after every batch: no two nodes commit different blocks at one depth; every
 //! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
 //! and no transfer twice; money is conserved; each node's ledger matches its disk; commands
-//! get exactly one `queued` or `error:` line, as the rules say, and `queued` only once the
+//! get exactly one `Queued` or `Refused` reply, as the rules say, and `Queued` only once the
 //! transfer is durable; read-only commands only print. After the faults stop (heal,
 //! restart, no drops) it checks liveness: within `settle_ms` every acknowledged transfer is
 //! committed, every queue is empty and all chains are equal. A transfer whose `Queue` record
 //! a damaged disk lost is indeterminate: it may commit (once) or not. A transfer queued after
-//! such a loss may find its id taken by the lost one (`error: queued transfer ... lost its id`),
+//! such a loss may find its id taken by the lost one (`Reply::LostId`),
 //! which is its answer.
 //!
 //! With `SimConfig::trace_dir`, every node also keeps a real message trace (`TraceWriter`)
@@ -36,7 +36,9 @@
 
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{
+    Action, Core, Durable, Envelope, Event, Message, Params, Record, Reply, Timing, Turn,
+};
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -544,9 +546,9 @@ impl<'a> Sim<'a> {
     fn tick(&mut self, x: NodeId) -> Result<(), String> {
         let mut events = std::mem::take(&mut self.nodes[x].inbox);
         events.push(Event::Tick);
-        let lines = self.batch(x, events)?;
-        if let Some(line) = lines.iter().find(|l| is_error(l)) {
-            return Err(format!("node {x} printed {line:?}"));
+        let replies = self.batch(x, events)?;
+        if let Some(r) = replies.iter().find(|r| is_failure(r)) {
+            return Err(format!("node {x} answered {r:?}"));
         }
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed during the batch; a restart brings its own ticks
@@ -558,8 +560,8 @@ impl<'a> Sim<'a> {
     }
 
     /// Feeds a batch to node `x` and carries out its actions as the shell does. Returns the
-    /// printed lines (none if the node crashed in the middle of the batch).
-    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<String>, String> {
+    /// replies (none if the node crashed in the middle of the batch).
+    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<Reply>, String> {
         self.stats.batches += 1;
         let now = self.now;
         let node = &mut self.nodes[x];
@@ -581,11 +583,11 @@ impl<'a> Sim<'a> {
         }
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        let lines = self.perform(x, turn.effects);
+        let replies = self.perform(x, turn.effects);
         if let Some(trace) = &mut self.nodes[x].trace {
             trace.flush().expect("the simulator's trace is writable");
         }
-        lines
+        replies
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
@@ -646,8 +648,8 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn perform(&mut self, x: NodeId, out: Vec<Action>) -> Result<Vec<String>, String> {
-        let mut lines = Vec::new();
+    fn perform(&mut self, x: NodeId, out: Vec<Action>) -> Result<Vec<Reply>, String> {
+        let mut replies = Vec::new();
         for action in out {
             match action {
                 Action::Send { to, mut env } => {
@@ -655,10 +657,11 @@ impl<'a> Sim<'a> {
                     to.into_iter().for_each(|p| self.send(x, p, env.clone()))
                 }
                 Action::ServeBlocks { to, from } => self.serve(x, to, from),
-                Action::Print(line) => {
-                    self.heard(x, &line)?;
-                    lines.push(line);
+                Action::Reply(reply) => {
+                    self.heard(x, &reply)?;
+                    replies.push(reply);
                 }
+                Action::Narrate(_) => {}
                 Action::Crash => {
                     self.crash(x);
                     break;
@@ -667,7 +670,7 @@ impl<'a> Sim<'a> {
                 Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
         }
-        Ok(lines)
+        Ok(replies)
     }
 
     fn serve(&mut self, x: NodeId, to: NodeId, from: u64) {
@@ -693,12 +696,11 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Checks `queued` and `committed` lines against what the chain says.
-    fn heard(&mut self, x: NodeId, line: &str) -> Result<(), String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let txid = words.get(1).and_then(|w| parse_txid(w));
-        match (words.first().copied(), txid) {
-            (Some("queued"), Some(id)) => {
+    /// Checks `Queued` and `Committed` replies against what the chain says.
+    fn heard(&mut self, x: NodeId, reply: &Reply) -> Result<(), String> {
+        match *reply {
+            Reply::Queued(t) => {
+                let id = t.id;
                 let records = &self.nodes[x].records;
                 if !records
                     .iter()
@@ -709,31 +711,28 @@ impl<'a> Sim<'a> {
                 self.stats.queued += 1;
                 self.acked.insert(id);
             }
-            (Some("recovered:"), _) => {
-                // "recovered: promised B, voting again above depth F"
-                let floor: u64 = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
+            Reply::Recovered { floor, .. } => {
                 self.nodes[x].amnesic = false;
                 self.nodes[x].floor = self.nodes[x].floor.max(floor);
                 self.stats.recovered += 1;
             }
-            (Some("error:"), _) if line.contains(" lost its id to ") => {
+            Reply::LostId { queued, .. } => {
                 // Only after lost WAL records; the id is committed (by the older transfer),
                 // so the acknowledgement is settled. It must be one of this node's own.
-                let id = words.get(3).and_then(|w| parse_txid(w));
-                if !id.is_some_and(|id| id.node == x && self.truth.txs.contains(&id)) {
+                let id = queued.id;
+                if !(id.node == x && self.truth.txs.contains(&id)) {
                     return Err(format!(
-                        "node {x} printed {line:?}, not what the chain says"
+                        "node {x} answered {reply:?}, not what the chain says"
                     ));
                 }
                 self.stats.lost_ids += 1;
             }
-            (Some("committed"), Some(id)) => {
-                let depth: usize = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
-                let on_chain = self.truth.chain.get(depth.wrapping_sub(1));
-                if id.node != x || !on_chain.is_some_and(|b| b.transfers.iter().any(|t| t.id == id))
-                {
+            Reply::Committed { transfer, depth } => {
+                let id = transfer.id;
+                let on_chain = self.truth.chain.get((depth as usize).wrapping_sub(1));
+                if id.node != x || !on_chain.is_some_and(|b| b.transfers.contains(&transfer)) {
                     return Err(format!(
-                        "node {x} printed {line:?}, not what the chain says"
+                        "node {x} answered {reply:?}, not what the chain says"
                     ));
                 }
                 if !self.announced.insert(id) {
@@ -772,14 +771,17 @@ impl<'a> Sim<'a> {
             .core
             .as_ref()
             .is_some_and(|c| !c.recovering() && valid(c, &cmd));
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let replies = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
-        let queued = lines.iter().filter(|l| l.starts_with("queued ")).count();
-        let errors = lines.iter().filter(|l| is_error(l)).count();
+        let queued = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Queued(_)))
+            .count();
+        let errors = replies.iter().filter(|r| is_failure(r)).count();
         if (queued, errors) != (ok as usize, !ok as usize) {
-            return Err(format!("node {x}: {cmd:?} answered {lines:?}"));
+            return Err(format!("node {x}: {cmd:?} answered {replies:?}"));
         }
         self.stats.rejected += errors as u64;
         Ok(())
@@ -836,9 +838,9 @@ impl<'a> Sim<'a> {
 
     /// A command that must not fail, as one batch.
     fn command(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
-        match lines.iter().find(|l| is_error(l)) {
-            Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
+        let replies = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        match replies.iter().find(|r| is_failure(r)) {
+            Some(r) => Err(format!("node {x}: {cmd:?} answered {r:?}")),
             None => Ok(()),
         }
     }
@@ -850,7 +852,7 @@ impl<'a> Sim<'a> {
         core.handle(self.now, Event::Command(cmd.clone()), &mut out);
         match out
             .iter()
-            .find(|a| !matches!(a, Action::Print(_) | Action::PrintChain { .. }))
+            .find(|a| !matches!(a, Action::Reply(_) | Action::PrintChain { .. }))
         {
             Some(a) => Err(format!("node {x}: {cmd:?} did {a:?}")),
             None => Ok(()),
@@ -1071,16 +1073,8 @@ fn valid(core: &Core, cmd: &Command) -> bool {
         && amount <= available
 }
 
-/// An `error:` line, except the one a transfer that lost its id to an older, lost one gets:
+/// An error reply, except the one a transfer that lost its id to an older, lost one gets:
 /// that is an answer the rules allow (after lost WAL records), not a failure.
-fn is_error(line: &str) -> bool {
-    line.starts_with("error:") && !line.contains(" lost its id to ")
-}
-
-fn parse_txid(word: &str) -> Option<TxId> {
-    let (node, seq) = word.split_once('.')?;
-    Some(TxId {
-        node: node.parse().ok()?,
-        seq: seq.parse().ok()?,
-    })
+fn is_failure(reply: &Reply) -> bool {
+    reply.is_error() && !matches!(reply, Reply::LostId { .. })
 }
