@@ -3,30 +3,9 @@
 
 use crate::human;
 use crate::ledger::NodeId;
-
-/// A command that the protocol core carries out.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Command {
-    Transfer {
-        debit: NodeId,
-        credit: NodeId,
-        amount: u64,
-    },
-    /// Short hashes, so a line fits 80 columns, unless `full`.
-    PrintBlockchain {
-        full: bool,
-    },
-    PrintBalance,
-    PrintBalances,
-    PrintQueue,
-    /// Short hashes unless `full`, as for `PrintBlockchain`.
-    Status {
-        full: bool,
-    },
-    Crash,
-    Sever(NodeId),
-    Restore(NodeId),
-}
+pub use crate::paxos::Command;
+use crate::paxos::{check_transfer, Judge, Request};
+use crate::render;
 
 /// What one line of input means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,15 +63,23 @@ impl Bare {
             return amount_of(answer).map(drop);
         }
         let id = node_id(answer)?;
-        if id >= nodes {
-            return Err(format!("unknown node {id} (nodes are 0..{})", nodes - 1));
-        }
-        if (self, i) == (Bare::Transfer, 0) && id != me {
-            return Err(format!(
-                "node {me} can only transfer from its own account {me}"
-            ));
-        }
-        Ok(())
+        let judge = Judge {
+            nodes,
+            me: Some(me),
+            ..Judge::default()
+        };
+        // A link's peer is judged as a credit: a node that exists.
+        let asked = match (self, i) {
+            (Bare::Transfer, 0) => Request {
+                debit: Some(id),
+                ..Request::default()
+            },
+            _ => Request {
+                credit: Some(id),
+                ..Request::default()
+            },
+        };
+        check_transfer(&judge, &asked).map_err(|why| render::refusal(&why))
     }
 }
 

@@ -3,6 +3,7 @@
 //! Everything here is pure. A `Ledger` is the state that the committed chain implies:
 //! balances, the next expected sequence number of every origin, the depth and the head hash.
 
+use crate::paxos::{check_transfer, Judge, Refusal, Request};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -279,18 +280,16 @@ impl Ledger {
 
     /// Every rule but the arithmetic (see `settle`).
     fn rules(&self, t: &Transfer) -> Result<(), LedgerError> {
-        let n = self.balances.len();
-        if t.debit() >= n {
-            return Err(LedgerError::UnknownNode(t.debit()));
-        }
-        if t.credit >= n {
-            return Err(LedgerError::UnknownNode(t.credit));
-        }
-        if t.credit == t.debit() {
-            return Err(LedgerError::SelfTransfer(t.id));
-        }
-        if t.amount == 0 {
-            return Err(LedgerError::ZeroAmount(t.id));
+        let judge = Judge {
+            nodes: self.balances.len(),
+            ..Judge::default()
+        };
+        match check_transfer(&judge, &Request::transfer(t.debit(), t.credit, t.amount)) {
+            Ok(()) => {}
+            Err(Refusal::UnknownNode { node, .. }) => return Err(LedgerError::UnknownNode(node)),
+            Err(Refusal::SameAccount) => return Err(LedgerError::SelfTransfer(t.id)),
+            Err(Refusal::ZeroAmount) => return Err(LedgerError::ZeroAmount(t.id)),
+            Err(other) => unreachable!("judged without an account: {other:?}"),
         }
         let expected = self.next_seq[t.debit()];
         if t.id.seq != expected {

@@ -57,34 +57,15 @@ impl Core {
         credit: NodeId,
         amount: u64,
     ) -> Result<(), Refusal> {
-        let available = self.ledger.balances[self.id].saturating_sub(self.queued_total);
-        if self.recovering() {
-            // Lost records may have held debits of ours that commit up to the vote floor:
-            // only a chain past it shows what this account can still afford.
-            return Err(Refusal::Recovering);
-        }
-        if debit >= self.n || credit >= self.n {
-            return Err(Refusal::UnknownNode {
-                node: debit.max(credit),
-                nodes: self.n,
-            });
-        }
-        if debit != self.id {
-            return Err(Refusal::NotOwnAccount { node: self.id });
-        }
-        if debit == credit {
-            return Err(Refusal::SameAccount);
-        }
-        if amount == 0 {
-            return Err(Refusal::ZeroAmount);
-        }
-        if amount > available {
-            return Err(Refusal::Overdraft {
-                requested: amount,
-                available,
-            });
-        }
-        Ok(())
+        // A recovering node's lost records may have held debits of ours that commit up to
+        // the vote floor: only a chain past it shows what this account can still afford.
+        let judge = Judge {
+            nodes: self.n,
+            me: Some(self.id),
+            available: Some(self.ledger.balances[self.id].saturating_sub(self.queued_total)),
+            recovering: self.recovering(),
+        };
+        check_transfer(&judge, &Request::transfer(debit, credit, amount))
     }
 
     pub(super) fn print_balance(&self, node: NodeId, out: &mut Vec<Action>) {

@@ -12,7 +12,6 @@
 //! once, until a higher ballot appears. Other nodes forward their queued transfers to it.
 //! When it falls silent they run for leader themselves after a random delay, as in the seed.
 
-use crate::commands::Command;
 use crate::ledger::{Block, Ledger, NodeId, Transfer, TxId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +20,7 @@ use std::fmt;
 mod acceptor;
 mod amnesia;
 mod client;
+mod command;
 mod follower;
 mod leader;
 mod learner;
@@ -28,6 +28,7 @@ mod outcome;
 
 use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
+pub use command::{check_transfer, Command, Judge, Request};
 use leader::{Candidacy, Leadership};
 pub use outcome::{Asked, LinkState, Refusal, Reply, RoleName, Status, Step, StepDown};
 
@@ -201,7 +202,7 @@ pub enum Action {
         to: NodeId,
         from: u64,
     },
-    /// Print every block of the chain.
+    /// Print every block of the chain (read from disk, so the shell's to do).
     PrintChain {
         full: bool,
     },

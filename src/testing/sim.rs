@@ -37,7 +37,8 @@
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
 use crate::paxos::{
-    Action, Core, Durable, Envelope, Event, Message, Params, Record, Reply, Timing, Turn,
+    check_transfer, Action, Core, Durable, Envelope, Event, Judge, Message, Params, Record,
+    Refusal, Reply, Request, Timing, Turn,
 };
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -767,23 +768,26 @@ impl<'a> Sim<'a> {
             return self.read_only(x, cmd);
         }
         let cmd = self.random_transfer(x);
-        let ok = self.nodes[x]
-            .core
-            .as_ref()
-            .is_some_and(|c| !c.recovering() && valid(c, &cmd));
+        let expected = judge(self.nodes[x].core.as_ref().expect("checked above"), &cmd);
         let replies = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
-        let queued = replies
+        let answers: Vec<&Reply> = replies
             .iter()
-            .filter(|r| matches!(r, Reply::Queued(_)))
-            .count();
-        let errors = replies.iter().filter(|r| is_failure(r)).count();
-        if (queued, errors) != (ok as usize, !ok as usize) {
-            return Err(format!("node {x}: {cmd:?} answered {replies:?}"));
+            .filter(|r| matches!(r, Reply::Queued(_)) || is_failure(r))
+            .collect();
+        let right = match (&expected, answers.as_slice()) {
+            (Ok(()), [Reply::Queued(_)]) => true,
+            (Err(why), [Reply::Refused(said)]) => why == said,
+            _ => false,
+        };
+        if !right {
+            return Err(format!(
+                "node {x}: {cmd:?} answered {replies:?}, expected {expected:?}"
+            ));
         }
-        self.stats.rejected += errors as u64;
+        self.stats.rejected += expected.is_err() as u64;
         Ok(())
     }
 
@@ -1053,24 +1057,26 @@ fn random_timing(rng: &mut Rng) -> Timing {
     timing
 }
 
-/// Whether the core should accept `cmd`, by the rules, judged from outside.
-fn valid(core: &Core, cmd: &Command) -> bool {
+/// How the core must answer `cmd`, by the transfer rules, judged from what the node shows:
+/// its ledger, its queue and whether it recovers.
+fn judge(core: &Core, cmd: &Command) -> Result<(), Refusal> {
     let Command::Transfer {
         debit,
         credit,
         amount,
     } = *cmd
     else {
-        return true;
+        return Ok(());
     };
     let x = core.id();
     let queued: u64 = core.queue().map(|t| t.amount).sum();
-    let available = core.ledger().balances[x].saturating_sub(queued);
-    debit == x
-        && credit < core.ledger().balances.len()
-        && credit != x
-        && amount > 0
-        && amount <= available
+    let judge = Judge {
+        nodes: core.ledger().balances.len(),
+        me: Some(x),
+        available: Some(core.ledger().balances[x].saturating_sub(queued)),
+        recovering: core.recovering(),
+    };
+    check_transfer(&judge, &Request::transfer(debit, credit, amount))
 }
 
 /// An error reply, except the one a transfer that lost its id to an older, lost one gets:
