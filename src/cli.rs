@@ -58,7 +58,8 @@ flags:
   --data DIR             the data dir (default ./data, or $BENMO_DATA)
   --delay MIN..MAX       random wait before running for leader (default 20ms..100ms,
                          or 20s..60s with --classroom)
-  --verbose              print every Paxos phase (default off)
+  --verbose              print every Paxos phase, in 80 columns (default off)
+  --verbose=full         the same, every line in full however wide
   --recover              move damaged state aside and rebuild from peers (default off)
   --classroom            the seed's classroom pace, slow enough to follow by hand
                          (default off)
@@ -183,6 +184,22 @@ impl Args {
         let before = self.words.len();
         self.words.retain(|w| w != flag);
         self.words.len() != before
+    }
+
+    /// A switch that may name one `mode` (`--verbose` or `--verbose=full`): `None` if
+    /// absent, else whether the mode was named.
+    pub fn switch_mode(&mut self, flag: &'static str, mode: &str) -> Option<bool> {
+        self.known.push(flag);
+        let mut found = None;
+        while let Some(i) = self.words.iter().position(|w| w == flag) {
+            self.words.remove(i);
+            let named = self.words.get(i).is_some_and(|w| w == mode);
+            if named {
+                self.words.remove(i);
+            }
+            found = Some(found.unwrap_or(false) || named);
+        }
+        found
     }
 
     /// `--data DIR`, else the default data dir.

@@ -40,6 +40,8 @@ pub struct NodeOptions {
     pub data: PathBuf,
     pub delay: (u64, u64),
     pub verbose: bool,
+    /// `--verbose=full`: narration in full, not fitted to 80 columns.
+    pub verbose_full: bool,
     pub recover: bool,
     /// `--classroom`: the seed's slow pace, for following Paxos by hand.
     pub classroom: bool,
@@ -68,7 +70,9 @@ impl NodeOptions {
                 format!("--phase-delay: expected a duration such as 2s or 500ms, not '{d}'")
             })?,
         };
-        let verbose = args.switch("--verbose");
+        // `--verbose=full` says every step in full, whatever the width of the lines.
+        let mode = args.switch_mode("--verbose", "full");
+        let (verbose, verbose_full) = (mode.is_some(), mode == Some(true));
         let recover = args.switch("--recover");
         let rest = args.rest(1)?;
         let id = match rest.first() {
@@ -80,6 +84,7 @@ impl NodeOptions {
             data,
             delay,
             verbose,
+            verbose_full,
             recover,
             classroom,
             phase_delay_ms,
@@ -157,6 +162,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         trace,
         start: Instant::now(),
         prompt: false,
+        full: opts.verbose_full,
     }
     .run(net_rx, local_rx);
     Ok(())
@@ -287,6 +293,8 @@ struct EventLoop {
     compact_at: u64,
     /// Whether to show the prompt after this turn's output.
     prompt: bool,
+    /// Narrate in full rather than within 80 columns (`--verbose=full`).
+    full: bool,
 }
 
 impl EventLoop {
@@ -388,8 +396,8 @@ impl EventLoop {
             Action::Send { to, env } => self.send(&to, env),
             Action::Reply(reply) => drop(writeln!(out, "{}", render::reply(&reply))),
             Action::Narrate(step) => {
-                let line = render::narration(self.core.id(), &step);
-                drop(writeln!(out, "{} {line}", wall_clock()))
+                let line = render::narration(&wall_clock(), self.core.id(), &step, self.full);
+                drop(writeln!(out, "{line}"))
             }
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
             Action::PrintChain { full } => self.print_chain(out, full),

@@ -105,117 +105,302 @@ fn link_state(state: LinkState) -> &'static str {
     }
 }
 
-/// A `[paxos]` line of node `node`, without the timestamp.
-pub fn narration(node: NodeId, s: &Step) -> String {
-    format!("[paxos] node {node}: {}", step(s))
+/// The width that a node's lines fit in, the timestamp and prefix included.
+pub const WIDTH: usize = 80;
+
+/// A `[paxos]` line of node `node` after the timestamp `clock`. It fits `WIDTH` columns
+/// (values elided, shorter wording) unless `full`, which says everything in full.
+pub fn narration(clock: &str, node: NodeId, s: &Step, full: bool) -> String {
+    let prefix = format!("{clock} [paxos] node {node}: ");
+    let room = match full {
+        true => usize::MAX,
+        false => WIDTH.saturating_sub(prefix.chars().count()),
+    };
+    format!("{prefix}{}", step(s, room))
 }
 
-/// The text of one protocol step.
-pub fn step(s: &Step) -> String {
+/// The text of one protocol step within `room` columns: the first of its wordings (longest
+/// first) that fits, values elided to fit, and cut short only as a last resort.
+pub fn step(s: &Step, room: usize) -> String {
+    let words = wordings(s);
+    let value = value_of(s);
+    let fitted = words.iter().find_map(|w| {
+        let line = with_value(w, value, room);
+        (line.chars().count() <= room).then_some(line)
+    });
+    fitted.unwrap_or_else(|| cut(&with_value(&words[words.len() - 1], value, room), room))
+}
+
+/// The value a step shows, if any: it stands for `{V}` in the wordings.
+fn value_of(s: &Step) -> Option<&Proposal> {
     match s {
-        Step::NoPromiseAmnesic { ballot, depth } => format!("ballot {ballot} depth {depth}: not promising: this node lost state and cannot say what it accepted there"),
-        Step::Promised { ballot, depth, to, carried } => {
-            let had = match carried {
-                0 => "nothing accepted there".to_string(),
-                n => format!("with the {n} values it accepted there"),
+        Step::Voted { value, .. }
+        | Step::Propose { value, .. }
+        | Step::Decide { value, .. }
+        | Step::Learned { value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+/// `wording` with `{V}` replaced by the value, elided to what `room` leaves.
+fn with_value(wording: &str, value: Option<&Proposal>, room: usize) -> String {
+    match value {
+        Some(v) => {
+            let rest = wording.chars().count() - "{V}".len();
+            let room = match room {
+                usize::MAX => usize::MAX, // in full
+                _ => room.saturating_sub(rest),
             };
-            format!("ballot {ballot} depth {depth}: promise to node {to}, {had}; no lower ballot counts here from now on")
+            wording.replace("{V}", &describe(v, room))
+        }
+        None => wording.to_string(),
+    }
+}
+
+/// At most `room` characters, ending in `...` when cut.
+fn cut(line: &str, room: usize) -> String {
+    if line.chars().count() <= room {
+        return line.to_string();
+    }
+    let kept: String = line.chars().take(room.saturating_sub(3)).collect();
+    format!("{kept}...")
+}
+
+/// "promises 2 of 5 (majority 3)", or "... majority reached" once it is.
+fn count(have: usize, nodes: usize, quorum: usize) -> String {
+    match have >= quorum {
+        true => format!("{have} of {nodes}, majority reached"),
+        false => format!("{have} of {nodes} (majority {quorum})"),
+    }
+}
+
+/// The same count, shorter.
+fn count_short(have: usize, nodes: usize, quorum: usize) -> String {
+    match have >= quorum {
+        true => format!("{have} of {nodes}, a majority"),
+        false => format!("{have} of {nodes} (majority {quorum})"),
+    }
+}
+
+/// A step's wordings, the full one first, then shorter ones for 80 columns.
+fn wordings(s: &Step) -> Vec<String> {
+    let at = |ballot, depth| format!("ballot {ballot} depth {depth}");
+    match s {
+        Step::NoPromiseAmnesic { ballot, depth } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: not promising: this node lost state and cannot say what it accepted there"),
+                format!("{at}: no promise: it lost its votes"),
+            ]
+        }
+        Step::Promised { ballot, depth, to, carried } => {
+            let at = at(ballot, depth);
+            let had = match carried {
+                0 => "none".to_string(),
+                1 => "1 value".to_string(),
+                n => format!("{n} values"),
+            };
+            vec![
+                format!("{at}: promise to node {to}, it had accepted {had} there; no lower ballot counts here from now on"),
+                format!("{at}: promise to node {to}, had {had}"),
+                format!("{at}: promise to node {to}"),
+            ]
         }
         Step::NoVoteRecovering { ballot, depth } => {
-            format!("ballot {ballot} depth {depth}: not voting: recovering lost state")
+            vec![format!("{}: no vote: recovering lost state", at(ballot, depth))]
         }
-        Step::Voted { ballot, depth, from, value } => format!(
-            "ballot {ballot} depth {depth}: accept {} from node {from}: accepted",
-            describe(value)
-        ),
+        Step::Voted { ballot, depth, from, .. } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: accept {{V}} from node {from}: accepted"),
+                format!("{at}: accepted {{V}} from node {from}"),
+            ]
+        }
         Step::Refused { ballot, asked, to, promised } => {
             let what = match asked {
                 Asked::Promise => "promise",
                 Asked::Accept => "accept",
                 Asked::Heartbeat => "heartbeat",
             };
-            format!("ballot {ballot}: {what} refused to node {to}: already promised {promised}")
+            vec![
+                format!("ballot {ballot}: {what} refused to node {to}: already promised {promised}"),
+                format!("ballot {ballot}: refuses {what} to node {to}: promised {promised}"),
+                format!("ballot {ballot}: {what} refused, promised {promised}"),
+            ]
         }
-        Step::Probing => "recovering lost state: asking peers what they know".to_string(),
+        Step::Probing => vec!["recovering lost state: asking peers what they know".to_string()],
         Step::CatchingUp { peer, from } => {
-            format!("behind node {peer}: asking for blocks from depth {from}")
+            vec![format!("behind node {peer}: asking for blocks from depth {from}")]
         }
-        Step::SteppingDown(why) => format!("stepping down: {}", step_down(why)),
+        Step::SteppingDown(why) => step_down(why)
+            .into_iter()
+            .map(|why| format!("stepping down: {why}"))
+            .collect(),
         Step::Following { ballot } => {
-            format!("following leader {} (ballot {ballot})", ballot.node)
+            vec![format!("following leader {} (ballot {ballot})", ballot.node)]
         }
-        Step::ElectionIn { delay } => {
-            format!("no leader; running for leader in {delay} ms (random delay)")
-        }
-        Step::ElectionTimedOut { .. } => "election timed out".to_string(),
+        Step::ElectionIn { delay } => vec![
+            format!("no leader; running for leader in {delay} ms (random delay)"),
+            format!("no leader; runs for leader in {delay} ms (random delay)"),
+            format!("no leader; runs for leader in {delay} ms"),
+        ],
+        Step::ElectionTimedOut { ballot } => vec![
+            format!("ballot {ballot}: election timed out without a majority of promises; retrying after a random delay"),
+            format!("ballot {ballot}: too few promises in time; will retry"),
+            format!("ballot {ballot}: timed out; will retry"),
+        ],
         Step::Forwarding { count, leader } => {
-            format!("forward {count} transfers to leader {leader}")
+            vec![format!("forward {count} transfers to leader {leader}")]
         }
-        Step::Prepare { ballot, depth } => format!("ballot {ballot} depth {depth}: running for leader: prepare (promise me depth {depth} on, ballots below {ballot} no longer count)"),
-        Step::PromiseFrom { ballot, from, have, quorum, carried, .. } => format!(
-            "ballot {ballot}: promise {have}/{quorum} from node {from} ({})",
-            describe_accepted(carried)
-        ),
-        Step::RefusedBy { ballot, from, promised } => format!("ballot {ballot}: refused by node {from}, which already promised {promised}; this ballot cannot win"),
-        Step::Behind { ahead, depth } => {
-            format!("node {ahead} is ahead (depth {depth}); catching up before leading")
+        Step::Prepare { ballot, depth } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: running for leader: prepare (promise me depth {depth} on, ballots below {ballot} no longer count)"),
+                format!("{at}: running for leader: prepare"),
+            ]
         }
-        Step::Adopt { ballot, depth, from, accepted } => format!("ballot {ballot} depth {depth}: node {from} had accepted ballot {accepted}'s value at depth {depth}; the new leader must propose that value, not its own"),
-        Step::Elected { ballot, depth, have, quorum, .. } => {
-            format!("ballot {ballot} depth {depth}: elected leader with {have}/{quorum} promises")
+        Step::PromiseFrom { ballot, from, have, nodes, quorum, carried } => {
+            let (long, short) = (count(*have, *nodes, *quorum), count_short(*have, *nodes, *quorum));
+            let had = match carried.len() {
+                0 => String::new(),
+                n => format!(", had {n} accepted"),
+            };
+            vec![
+                format!("ballot {ballot}: promise from node {from}, promises {long} ({})", describe_accepted(carried)),
+                format!("ballot {ballot}: promises {long}: node {from}{had}"),
+                format!("ballot {ballot}: promises {short}: node {from}{had}"),
+                format!("ballot {ballot}: promises {short}: node {from}"),
+            ]
         }
-        Step::AcceptIn { ballot, hold } => {
-            format!("ballot {ballot}: accept phase in {hold} ms (phase delay)")
+        Step::RefusedBy { ballot, from, promised } => vec![
+            format!("ballot {ballot}: refused by node {from}, which already promised {promised}; this ballot cannot win"),
+            format!("ballot {ballot}: refused by node {from}, which promised {promised}"),
+            format!("ballot {ballot} refused by node {from}: it promised {promised}"),
+        ],
+        Step::Behind { ahead, depth } => vec![
+            format!("node {ahead} is ahead (depth {depth}); catching up before leading"),
+            format!("node {ahead} is at depth {depth}: catching up before leading"),
+            format!("node {ahead} is ahead: catching up first"),
+        ],
+        Step::Adopt { ballot, depth, from, accepted } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: node {from} had accepted ballot {accepted}'s value at depth {depth}; the new leader must propose that value, not its own"),
+                format!("{at}: node {from} had {accepted}'s value; must re-propose it"),
+                format!("{at}: must re-propose node {from}'s value"),
+                format!("{at}: re-proposes node {from}'s value"),
+            ]
         }
-        Step::Propose { ballot, depth, value } => {
-            format!("ballot {ballot} depth {depth}: propose {}: accept", describe(value))
+        Step::Elected { ballot, depth, have, nodes, quorum } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: elected leader with {have} of {nodes} promises (majority {quorum})"),
+                format!("{at}: elected leader, {have} of {nodes} promised"),
+                format!("{at}: elected leader"),
+            ]
         }
-        Step::AcceptedFrom { ballot, depth, from, have, quorum, .. } => {
-            format!("ballot {ballot} depth {depth}: accepted {have}/{quorum} from node {from}")
+        Step::AcceptIn { ballot, hold } => vec![
+            format!("ballot {ballot}: accept phase in {hold} ms (phase delay)"),
+            format!("ballot {ballot}: accept phase in {hold} ms"),
+        ],
+        Step::Propose { ballot, depth, .. } => {
+            vec![format!("{}: propose {{V}}: accept", at(ballot, depth))]
         }
-        Step::ChosenHeld { ballot, depth, hold } => format!("ballot {ballot} depth {depth}: chosen by a majority; decide in {hold} ms (phase delay)"),
-        Step::Decide { ballot, depth, value, .. } => format!(
-            "ballot {ballot} depth {depth}: chosen by a majority ({}): decide",
-            describe(value)
-        ),
-        Step::RoundOver { ballot, depth } => format!("ballot {ballot} depth {depth}: round over; the next depth needs a new round, from prepare"),
-        Step::Learned { ballot, depth, value, from } => format!(
-            "ballot {ballot} depth {depth}: decided {}: learned from node {from}",
-            describe(value)
-        ),
-        Step::CommittedBlock { depth, head, transfers } => format!(
-            "committed block {depth} head {} ({transfers} transfers)",
-            head.short()
-        ),
+        Step::AcceptedFrom { ballot, depth, from, have, nodes, quorum } => {
+            let at = at(ballot, depth);
+            let (long, short) = (count(*have, *nodes, *quorum), count_short(*have, *nodes, *quorum));
+            vec![
+                format!("{at}: accepted by node {from}, {long}"),
+                format!("{at}: accepted {long}"),
+                format!("{at}: accepted {short}"),
+            ]
+        }
+        Step::ChosenHeld { ballot, depth, hold } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: chosen by a majority; decide in {hold} ms (phase delay)"),
+                format!("{at}: chosen; decide in {hold} ms (phase delay)"),
+                format!("{at}: chosen; decide in {hold} ms"),
+            ]
+        }
+        Step::Decide { ballot, depth, held, .. } => {
+            let at = at(ballot, depth);
+            match held {
+                // `ChosenHeld` said it was chosen: say it once a round.
+                true => vec![format!("{at}: decide {{V}}")],
+                false => vec![
+                    format!("{at}: chosen by a majority ({{V}}): decide"),
+                    format!("{at}: chosen {{V}}: decide"),
+                ],
+            }
+        }
+        Step::RoundOver { ballot, depth } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: round over; the next depth needs a new round, from prepare"),
+                format!("{at}: round over; next from prepare"),
+                format!("{at}: round over"),
+            ]
+        }
+        Step::Learned { ballot, depth, from, .. } => {
+            let at = at(ballot, depth);
+            vec![
+                format!("{at}: decided {{V}}: learned from node {from}"),
+                format!("{at}: decided {{V}} (from node {from})"),
+            ]
+        }
+        Step::CommittedBlock { depth, head, transfers } => {
+            let n = match transfers {
+                1 => "1 transfer".to_string(),
+                n => format!("{n} transfers"),
+            };
+            vec![
+                format!("committed block {depth} head {} ({n})", head.short()),
+                format!("committed block {depth} ({n})"),
+            ]
+        }
     }
 }
 
-fn step_down(why: &StepDown) -> String {
+/// Why a leader stepped down, the full wording first.
+fn step_down(why: &StepDown) -> Vec<String> {
     match why {
-        StepDown::HigherBallot(b) => format!("ballot {b} is higher"),
-        StepDown::OutsidePlan { depth } => format!("depth {depth} was decided outside its plan"),
-        StepDown::BlocksWithout => "blocks past its depth were decided without it".to_string(),
-        StepDown::NoMajority { heard, nodes, ms } => {
-            format!("heard from {heard} of {nodes} nodes in {ms} ms, not a majority")
-        }
+        StepDown::HigherBallot(b) => vec![format!("ballot {b} is higher")],
+        StepDown::OutsidePlan { depth } => vec![
+            format!("depth {depth} was decided outside its plan"),
+            format!("depth {depth} decided outside its plan"),
+        ],
+        StepDown::BlocksWithout => vec![
+            "blocks past its depth were decided without it".to_string(),
+            "blocks were decided without it".to_string(),
+        ],
+        StepDown::NoMajority { heard, nodes, ms } => vec![
+            format!("heard from {heard} of {nodes} nodes in {ms} ms, not a majority"),
+            format!("heard {heard} of {nodes} in {ms} ms, no majority"),
+            format!("heard {heard} of {nodes}, no majority"),
+        ],
     }
 }
 
-/// A value as a class reads it: its transfer ids, or `empty`.
-fn describe(value: &Proposal) -> String {
+/// A value as a class reads it, in at most `room` characters where it can: its transfer
+/// ids (as many as fit, then how many more), or `empty`.
+fn describe(value: &Proposal, room: usize) -> String {
     const SHOWN: usize = 8;
-    if value.transfers.is_empty() {
+    let ids: Vec<String> = value.transfers.iter().map(|t| t.id.to_string()).collect();
+    if ids.is_empty() {
         return "empty".to_string();
     }
-    let ids: Vec<String> = value
-        .transfers
-        .iter()
-        .take(SHOWN)
-        .map(|t| t.id.to_string())
-        .collect();
-    match value.transfers.len().saturating_sub(SHOWN) {
-        0 => format!("[{}]", ids.join(" ")),
-        more => format!("[{} +{more} more]", ids.join(" ")),
+    let mut shown = ids.len().min(SHOWN);
+    loop {
+        let text = match ids.len() - shown {
+            0 => format!("[{}]", ids[..shown].join(" ")),
+            more if room == usize::MAX => format!("[{} +{more} more]", ids[..shown].join(" ")),
+            more => format!("[{} +{more}]", ids[..shown].join(" ")),
+        };
+        if text.chars().count() <= room || shown == 1 {
+            return text;
+        }
+        shown -= 1;
     }
 }
 
@@ -227,7 +412,7 @@ fn describe_accepted(accepted: &AcceptedList) -> String {
             let each: Vec<String> = list
                 .iter()
                 .take(4)
-                .map(|(d, b, v)| format!("depth {d} ballot {b} {}", describe(v)))
+                .map(|(d, b, v)| format!("depth {d} ballot {b} {}", describe(v, usize::MAX)))
                 .collect();
             format!("it had accepted {}", each.join(", "))
         }

@@ -4,6 +4,8 @@ use super::*;
 use crate::ledger::{Hash, LedgerError};
 use crate::paxos::Ballot;
 
+const CLOCK: &str = "14:02:07.113";
+
 fn tx(node: NodeId, seq: u64, credit: NodeId, amount: u64) -> Transfer {
     Transfer {
         id: TxId { node, seq },
@@ -287,32 +289,194 @@ fn step_kind(s: &Step) -> usize {
 fn step_goldens() -> Vec<(Step, &'static str)> {
     let v = value(vec![tx(1, 4, 0, 5), tx(2, 9, 1, 1)]);
     vec![
-        (Step::NoPromiseAmnesic { ballot: b(4, 1), depth: 2 }, "[paxos] node 3: ballot 4.1 depth 2: not promising: this node lost state and cannot say what it accepted there"),
-        (Step::Promised { ballot: b(4, 1), depth: 2, to: 1, carried: 0 }, "[paxos] node 3: ballot 4.1 depth 2: promise to node 1, nothing accepted there; no lower ballot counts here from now on"),
-        (Step::NoVoteRecovering { ballot: b(4, 1), depth: 2 }, "[paxos] node 3: ballot 4.1 depth 2: not voting: recovering lost state"),
-        (Step::Voted { ballot: b(4, 1), depth: 2, from: 1, value: v.clone() }, "[paxos] node 3: ballot 4.1 depth 2: accept [1.4 2.9] from node 1: accepted"),
-        (Step::Refused { ballot: b(4, 1), asked: Asked::Accept, to: 1, promised: b(5, 2) }, "[paxos] node 3: ballot 4.1: accept refused to node 1: already promised 5.2"),
-        (Step::Probing, "[paxos] node 3: recovering lost state: asking peers what they know"),
-        (Step::CatchingUp { peer: 2, from: 5 }, "[paxos] node 3: behind node 2: asking for blocks from depth 5"),
-        (Step::SteppingDown(StepDown::HigherBallot(b(5, 2))), "[paxos] node 3: stepping down: ballot 5.2 is higher"),
-        (Step::Following { ballot: b(4, 1) }, "[paxos] node 3: following leader 1 (ballot 4.1)"),
-        (Step::ElectionIn { delay: 42 }, "[paxos] node 3: no leader; running for leader in 42 ms (random delay)"),
-        (Step::ElectionTimedOut { ballot: b(4, 3) }, "[paxos] node 3: election timed out"),
-        (Step::Forwarding { count: 3, leader: 1 }, "[paxos] node 3: forward 3 transfers to leader 1"),
-        (Step::Prepare { ballot: b(4, 3), depth: 2 }, "[paxos] node 3: ballot 4.3 depth 2: running for leader: prepare (promise me depth 2 on, ballots below 4.3 no longer count)"),
-        (Step::PromiseFrom { ballot: b(4, 3), from: 1, have: 2, nodes: 5, quorum: 3, carried: vec![(2, b(3, 1), v.clone())] }, "[paxos] node 3: ballot 4.3: promise 2/3 from node 1 (it had accepted depth 2 ballot 3.1 [1.4 2.9])"),
-        (Step::RefusedBy { ballot: b(4, 3), from: 1, promised: b(5, 2) }, "[paxos] node 3: ballot 4.3: refused by node 1, which already promised 5.2; this ballot cannot win"),
-        (Step::Behind { ahead: 2, depth: 7 }, "[paxos] node 3: node 2 is ahead (depth 7); catching up before leading"),
-        (Step::Adopt { ballot: b(4, 3), depth: 2, from: 1, accepted: b(3, 1) }, "[paxos] node 3: ballot 4.3 depth 2: node 1 had accepted ballot 3.1's value at depth 2; the new leader must propose that value, not its own"),
-        (Step::Elected { ballot: b(4, 3), depth: 2, have: 3, nodes: 5, quorum: 3 }, "[paxos] node 3: ballot 4.3 depth 2: elected leader with 3/3 promises"),
-        (Step::AcceptIn { ballot: b(4, 3), hold: 2000 }, "[paxos] node 3: ballot 4.3: accept phase in 2000 ms (phase delay)"),
-        (Step::Propose { ballot: b(4, 3), depth: 2, value: v.clone() }, "[paxos] node 3: ballot 4.3 depth 2: propose [1.4 2.9]: accept"),
-        (Step::AcceptedFrom { ballot: b(4, 3), depth: 2, from: 1, have: 2, nodes: 5, quorum: 3 }, "[paxos] node 3: ballot 4.3 depth 2: accepted 2/3 from node 1"),
-        (Step::ChosenHeld { ballot: b(4, 3), depth: 2, hold: 2000 }, "[paxos] node 3: ballot 4.3 depth 2: chosen by a majority; decide in 2000 ms (phase delay)"),
-        (Step::Decide { ballot: b(4, 3), depth: 2, value: v.clone(), held: false }, "[paxos] node 3: ballot 4.3 depth 2: chosen by a majority ([1.4 2.9]): decide"),
-        (Step::RoundOver { ballot: b(4, 3), depth: 2 }, "[paxos] node 3: ballot 4.3 depth 2: round over; the next depth needs a new round, from prepare"),
-        (Step::Learned { ballot: b(4, 1), depth: 2, value: value(vec![]), from: 1 }, "[paxos] node 3: ballot 4.1 depth 2: decided empty: learned from node 1"),
-        (Step::CommittedBlock { depth: 2, head: Hash([0xab; 32]), transfers: 2 }, "[paxos] node 3: committed block 2 head abababababab (2 transfers)"),
+        (
+            Step::NoPromiseAmnesic {
+                ballot: b(4, 1),
+                depth: 2,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1 depth 2: no promise: it lost its votes",
+        ),
+        (
+            Step::Promised {
+                ballot: b(4, 1),
+                depth: 2,
+                to: 1,
+                carried: 0,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1 depth 2: promise to node 1, had none",
+        ),
+        (
+            Step::NoVoteRecovering {
+                ballot: b(4, 1),
+                depth: 2,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1 depth 2: no vote: recovering lost state",
+        ),
+        (
+            Step::Voted {
+                ballot: b(4, 1),
+                depth: 2,
+                from: 1,
+                value: v.clone(),
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1 depth 2: accepted [1.4 2.9] from node 1",
+        ),
+        (
+            Step::Refused {
+                ballot: b(4, 1),
+                asked: Asked::Accept,
+                to: 1,
+                promised: b(5, 2),
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1: refuses accept to node 1: promised 5.2",
+        ),
+        (
+            Step::Probing,
+            "14:02:07.113 [paxos] node 3: recovering lost state: asking peers what they know",
+        ),
+        (
+            Step::CatchingUp { peer: 2, from: 5 },
+            "14:02:07.113 [paxos] node 3: behind node 2: asking for blocks from depth 5",
+        ),
+        (
+            Step::SteppingDown(StepDown::HigherBallot(b(5, 2))),
+            "14:02:07.113 [paxos] node 3: stepping down: ballot 5.2 is higher",
+        ),
+        (
+            Step::Following { ballot: b(4, 1) },
+            "14:02:07.113 [paxos] node 3: following leader 1 (ballot 4.1)",
+        ),
+        (
+            Step::ElectionIn { delay: 42 },
+            "14:02:07.113 [paxos] node 3: no leader; runs for leader in 42 ms (random delay)",
+        ),
+        (
+            Step::ElectionTimedOut { ballot: b(4, 3) },
+            "14:02:07.113 [paxos] node 3: ballot 4.3: too few promises in time; will retry",
+        ),
+        (
+            Step::Forwarding {
+                count: 3,
+                leader: 1,
+            },
+            "14:02:07.113 [paxos] node 3: forward 3 transfers to leader 1",
+        ),
+        (
+            Step::Prepare {
+                ballot: b(4, 3),
+                depth: 2,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: running for leader: prepare",
+        ),
+        (
+            Step::PromiseFrom {
+                ballot: b(4, 3),
+                from: 1,
+                have: 2,
+                nodes: 5,
+                quorum: 3,
+                carried: vec![(2, b(3, 1), v.clone())],
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3: promises 2 of 5 (majority 3): node 1",
+        ),
+        (
+            Step::RefusedBy {
+                ballot: b(4, 3),
+                from: 1,
+                promised: b(5, 2),
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3: refused by node 1, which promised 5.2",
+        ),
+        (
+            Step::Behind { ahead: 2, depth: 7 },
+            "14:02:07.113 [paxos] node 3: node 2 is at depth 7: catching up before leading",
+        ),
+        (
+            Step::Adopt {
+                ballot: b(4, 3),
+                depth: 2,
+                from: 1,
+                accepted: b(3, 1),
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: must re-propose node 1's value",
+        ),
+        (
+            Step::Elected {
+                ballot: b(4, 3),
+                depth: 2,
+                have: 3,
+                nodes: 5,
+                quorum: 3,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: elected leader, 3 of 5 promised",
+        ),
+        (
+            Step::AcceptIn {
+                ballot: b(4, 3),
+                hold: 2000,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3: accept phase in 2000 ms (phase delay)",
+        ),
+        (
+            Step::Propose {
+                ballot: b(4, 3),
+                depth: 2,
+                value: v.clone(),
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: propose [1.4 2.9]: accept",
+        ),
+        (
+            Step::AcceptedFrom {
+                ballot: b(4, 3),
+                depth: 2,
+                from: 1,
+                have: 2,
+                nodes: 5,
+                quorum: 3,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: accepted 2 of 5 (majority 3)",
+        ),
+        (
+            Step::ChosenHeld {
+                ballot: b(4, 3),
+                depth: 2,
+                hold: 2000,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: chosen; decide in 2000 ms",
+        ),
+        (
+            Step::Decide {
+                ballot: b(4, 3),
+                depth: 2,
+                value: v.clone(),
+                held: false,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: chosen [1.4 2.9]: decide",
+        ),
+        (
+            Step::RoundOver {
+                ballot: b(4, 3),
+                depth: 2,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: round over; next from prepare",
+        ),
+        (
+            Step::Learned {
+                ballot: b(4, 1),
+                depth: 2,
+                value: value(vec![]),
+                from: 1,
+            },
+            "14:02:07.113 [paxos] node 3: ballot 4.1 depth 2: decided empty (from node 1)",
+        ),
+        (
+            Step::CommittedBlock {
+                depth: 2,
+                head: Hash([0xab; 32]),
+                transfers: 2,
+            },
+            "14:02:07.113 [paxos] node 3: committed block 2 head abababababab (2 transfers)",
+        ),
     ]
 }
 
@@ -323,6 +487,118 @@ fn every_step_renders_as_its_golden_line() {
     kinds.dedup();
     assert_eq!(kinds, (0..26).collect::<Vec<_>>(), "one golden per variant");
     for (s, line) in goldens {
-        assert_eq!(narration(3, &s), line, "{s:?}");
+        assert_eq!(narration(CLOCK, 3, &s, false), line, "{s:?}");
+    }
+}
+
+#[test]
+fn counts_say_of_how_many_and_when_a_majority_is_reached() {
+    let accepted = |have| Step::AcceptedFrom {
+        ballot: b(4, 3),
+        depth: 2,
+        from: 1,
+        have,
+        nodes: 5,
+        quorum: 3,
+    };
+    assert_eq!(
+        step(&accepted(4), usize::MAX),
+        "ballot 4.3 depth 2: accepted by node 1, 4 of 5, majority reached"
+    );
+    assert_eq!(
+        narration(CLOCK, 3, &accepted(4), false),
+        "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: accepted 4 of 5, a majority"
+    );
+    let promise = Step::PromiseFrom {
+        ballot: b(4, 3),
+        from: 1,
+        have: 1,
+        nodes: 3,
+        quorum: 2,
+        carried: vec![],
+    };
+    assert_eq!(
+        narration(CLOCK, 3, &promise, false),
+        "14:02:07.113 [paxos] node 3: ballot 4.3: promises 1 of 3 (majority 2): node 1"
+    );
+}
+
+#[test]
+fn a_held_decide_does_not_say_chosen_again() {
+    let held = Step::Decide {
+        ballot: b(4, 3),
+        depth: 2,
+        value: value(vec![tx(1, 4, 0, 5)]),
+        held: true,
+    };
+    assert_eq!(step(&held, usize::MAX), "ballot 4.3 depth 2: decide [1.4]");
+    let chosen = Step::ChosenHeld {
+        ballot: b(4, 3),
+        depth: 2,
+        hold: 5,
+    };
+    let said = [chosen, held].map(|s| step(&s, usize::MAX));
+    assert_eq!(said.iter().filter(|l| l.contains("chosen")).count(), 1);
+}
+
+#[test]
+fn full_narration_keeps_every_detail() {
+    let adopt = Step::Adopt {
+        ballot: b(4, 3),
+        depth: 2,
+        from: 1,
+        accepted: b(3, 1),
+    };
+    assert_eq!(
+        step(&adopt, usize::MAX),
+        "ballot 4.3 depth 2: node 1 had accepted ballot 3.1's value at depth 2; \
+         the new leader must propose that value, not its own"
+    );
+    let propose = Step::Propose {
+        ballot: b(4, 3),
+        depth: 2,
+        value: value((1..=12).map(|seq| tx(1, seq, 0, 1)).collect()),
+    };
+    assert_eq!(
+        step(&propose, usize::MAX),
+        "ballot 4.3 depth 2: propose [1.1 1.2 1.3 1.4 1.5 1.6 1.7 1.8 +4 more]: accept"
+    );
+    assert_eq!(
+        narration(CLOCK, 3, &propose, false),
+        "14:02:07.113 [paxos] node 3: ballot 4.3 depth 2: propose [1.1 1.2 +10]: accept"
+    );
+}
+
+#[test]
+fn every_step_fits_80_columns_even_with_huge_numbers() {
+    let huge = Ballot {
+        round: u64::MAX,
+        node: 9_999,
+    };
+    let wide = value((0..50).map(|i| tx(9_999, u64::MAX - i, 0, 1)).collect());
+    let mut steps: Vec<Step> = step_goldens().into_iter().map(|(s, _)| s).collect();
+    steps.push(Step::Voted {
+        ballot: huge,
+        depth: u64::MAX,
+        from: 9_999,
+        value: wide.clone(),
+    });
+    steps.push(Step::Adopt {
+        ballot: huge,
+        depth: u64::MAX,
+        from: 9_999,
+        accepted: huge,
+    });
+    steps.push(Step::PromiseFrom {
+        ballot: huge,
+        from: 9_999,
+        have: 9_999,
+        nodes: 9_999,
+        quorum: 5_000,
+        carried: vec![(1, huge, wide)],
+    });
+    for s in steps {
+        let line = narration(CLOCK, 9_999, &s, false);
+        assert!(line.chars().count() <= WIDTH, "{line}");
     }
 }
