@@ -29,7 +29,8 @@ impl Core {
         if ballot < self.promised {
             return self.refuse(from, ballot, Asked::Promise, out);
         }
-        if ballot > self.promised {
+        let raised = ballot > self.promised;
+        if raised {
             self.promised = ballot;
             out.push(Action::Persist(Record::Promise(ballot)));
         }
@@ -47,7 +48,15 @@ impl Core {
             to: from,
             carried: accepted.len(),
         });
+        assert!(
+            accepted.iter().all(|(_, b, _)| *b <= self.promised),
+            "an acceptor's promise is at least every ballot it accepted"
+        );
         self.send(vec![from], Message::Promise { ballot, accepted }, out);
+        assert!(
+            !raised || persisted_before_send(out, |r| *r == Record::Promise(ballot)),
+            "a promise is on disk before it is sent"
+        );
     }
 
     pub(super) fn on_accept(
@@ -84,8 +93,19 @@ impl Core {
             value: value.clone(),
         };
         self.accepted.insert(depth, (ballot, value));
+        assert!(
+            self.accepted.values().all(|(b, _)| *b <= self.promised),
+            "an acceptor's promise is at least every ballot it accepted"
+        );
         out.push(Action::Persist(record));
         self.send(vec![from], Message::Accepted { ballot, depth }, out);
+        assert!(
+            persisted_before_send(
+                out,
+                |r| matches!(r, Record::Accept { depth: d, ballot: b, .. } if (*d, *b) == (depth, ballot))
+            ),
+            "a vote is on disk before its Accepted is sent"
+        );
     }
 
     /// Refuses what was `asked` for a ballot lower than our promise, and says why.
@@ -104,5 +124,18 @@ impl Core {
             promised,
         });
         self.send(vec![from], Message::Reject { ballot, promised }, out);
+    }
+}
+
+/// Whether `out`, if it ends in a `Send`, holds a `Persist` of a record that `is` picks
+/// before it: the shell writes a turn's records before its sends, so a vote is durable
+/// before any peer can count it. Nothing sent (every peer severed) holds nothing back.
+pub(super) fn persisted_before_send(out: &[Action], is: impl Fn(&Record) -> bool) -> bool {
+    match out.split_last() {
+        Some((Action::Send { .. }, before)) => before
+            .iter()
+            .rev()
+            .any(|a| matches!(a, Action::Persist(r) if is(r))),
+        _ => true,
     }
 }

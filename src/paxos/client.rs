@@ -43,9 +43,17 @@ impl Core {
             credit,
             amount,
         };
+        assert!(
+            t.id.seq >= self.ledger.next_seq[self.id],
+            "the queue holds only transfers the chain has not committed"
+        );
         self.next_own_seq += 1;
         self.queue.insert(t.id.seq, t);
         self.queued_total += t.amount;
+        assert!(
+            self.queued_total <= self.ledger.balances[self.id],
+            "a node never queues more than its account holds"
+        );
         out.push(Action::Persist(Record::Queue(t)));
         out.push(Action::Reply(Reply::Queued(t)));
     }

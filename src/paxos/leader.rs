@@ -141,6 +141,10 @@ impl Core {
         if c.promises.len() < self.quorum() {
             return;
         }
+        assert!(
+            c.promises.len() <= self.n,
+            "promises come from distinct nodes of the cluster"
+        );
         let ballot = c.ballot;
         let (ahead, ahead_depth) = c
             .promises
@@ -191,6 +195,10 @@ impl Core {
         let Role::Candidate(c) = &self.role else {
             unreachable!("only a candidate wins");
         };
+        assert_eq!(
+            self.promised, ballot,
+            "a candidate still holds its own promise when it wins"
+        );
         let (have, nodes, quorum) = (c.promises.len(), self.n, self.quorum());
         // The promisers were just heard from: they count in the first majority check.
         let heard: Vec<bool> = (0..self.n).map(|p| c.promises.contains_key(&p)).collect();
@@ -296,6 +304,13 @@ impl Core {
             },
             out,
         );
+        assert!(
+            super::acceptor::persisted_before_send(
+                out,
+                |r| matches!(r, Record::Accept { depth: d, ballot: b, .. } if (*d, *b) == (depth, ballot))
+            ),
+            "a leader's own vote is on disk before its Accept is sent"
+        );
         self.check_chosen(depth, out);
     }
 
@@ -335,10 +350,15 @@ impl Core {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let chosen = l
+        let votes = l
             .inflight
             .get(&depth)
-            .is_some_and(|s| s.acks.iter().filter(|&&a| a).count() >= quorum);
+            .map_or(0, |s| s.acks.iter().filter(|&&a| a).count());
+        assert!(
+            votes <= l.projected.balances.len(),
+            "votes come from distinct nodes of the cluster"
+        );
+        let chosen = votes >= quorum;
         if !chosen {
             return;
         }
@@ -373,7 +393,17 @@ impl Core {
             value: slot.value.clone(),
             held,
         });
-        self.decided.insert(depth, slot.value);
+        assert!(
+            self.accepted
+                .get(&depth)
+                .is_some_and(|(b, v)| *b == ballot && *v == slot.value),
+            "a leader decides the value it accepted itself in this ballot"
+        );
+        let before = self.decided.insert(depth, slot.value.clone());
+        assert!(
+            before.is_none_or(|v| v == slot.value),
+            "a chosen value is never replaced"
+        );
         self.broadcast(Message::Decide { ballot, depth }, out);
         self.apply_decided(out);
     }
@@ -424,6 +454,10 @@ impl Core {
                 l.intake[from].insert(t.id.seq, t);
             }
         }
+        assert!(
+            l.intake[from].range(next..).count() as u64 <= window,
+            "an intake holds one offer window past what is proposed"
+        );
     }
 
     /// Takes the next batch from the intake: from each origin in turn, a share of the run of

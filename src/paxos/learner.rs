@@ -122,6 +122,15 @@ impl Core {
             if block.depth <= self.ledger.depth {
                 continue;
             }
+            // A value we learned was chosen here must be what the block holds.
+            let learned = self.decided.get(&block.depth);
+            assert!(
+                block.depth != self.ledger.depth + 1
+                    || learned.is_none_or(|v| {
+                        self.ledger.seal(v.proposer, &v.transfers).hash == block.hash
+                    }),
+                "a chosen value is never replaced"
+            );
             if self.is_leader() {
                 // Someone decided past us: our leadership is stale.
                 self.step_down(StepDown::BlocksWithout, out);

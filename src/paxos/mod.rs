@@ -469,6 +469,17 @@ impl Core {
         }
         core.highest_seen = core.promised;
         core.queued_total = core.queue.values().map(|t| t.amount).sum();
+        assert!(
+            core.accepted.values().all(|(b, _)| *b <= core.promised),
+            "a recovered promise is at least every ballot it accepted"
+        );
+        assert!(
+            core.queue
+                .keys()
+                .next()
+                .is_none_or(|&s| s >= core.ledger.next_seq[id]),
+            "the queue holds only transfers the chain has not committed"
+        );
         core
     }
 
@@ -567,7 +578,12 @@ impl Core {
     }
 
     fn quorum(&self) -> usize {
-        self.n / 2 + 1
+        let quorum = self.n / 2 + 1;
+        assert!(
+            2 * quorum > self.n && quorum <= self.n,
+            "any two majorities share a node, and a majority exists"
+        );
+        quorum
     }
 
     fn others(&self) -> Vec<NodeId> {

@@ -1024,3 +1024,5 @@ fn an_amnesic_node_accepts_nothing_until_its_peers_have_answered() {
     core.handle(1001, msg(0, 0, accept), &mut out);
     assert_eq!(out, vec![], "no vote, no write, no reply");
 }
+
+mod hot_path;
