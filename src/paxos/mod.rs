@@ -611,6 +611,8 @@ impl Core {
         self.timing.delay_min_ms + rand_next(&mut self.rng) % span
     }
 
+    /// Liveness only (when to forward, when to run): no safety rule relies on this lease, so
+    /// it is checked on ticks, not where messages are handled.
     fn leader_alive(&self) -> bool {
         match self.leader {
             Some(b) if b.node == self.id => self.is_leader(),
@@ -681,13 +683,8 @@ impl Core {
         self.retry_catch_up(out);
         match self.role {
             Role::Leader(_) => self.lead(out),
-            Role::Candidate(ref c) => {
-                let expired = self.now >= c.started + self.timing.leader_timeout_ms;
-                if expired {
-                    self.log(out, || "election timed out".to_string());
-                    self.role = Role::Follower;
-                    self.election_at = Some(self.now + self.random_delay());
-                }
+            Role::Candidate(_) => {
+                self.candidacy_expired(out);
             }
             Role::Follower => self.follow_tick(out),
         }

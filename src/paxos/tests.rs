@@ -998,3 +998,56 @@ fn an_amnesic_node_accepts_nothing_until_its_peers_have_answered() {
     core.handle(1001, msg(0, 0, accept), &mut out);
     assert_eq!(out, vec![], "no vote, no write, no reply");
 }
+
+fn is(w: &Wire, from: NodeId, to: NodeId, pick: impl Fn(&Message) -> bool) -> bool {
+    w.from == from && w.to == to && pick(&w.env.msg)
+}
+
+fn prepare(m: &Message) -> bool {
+    matches!(m, Message::Prepare { .. })
+}
+
+/// Issue 18, bug 1: nodes L, P, Q, V, A. A candidacy outlives a leader timeout while a
+/// promise it counted is forgotten by `--recover`; a late promise must not make it win.
+#[test]
+fn a_candidacy_past_its_leader_timeout_counts_no_late_promise() {
+    let (l, p, q, v, a) = (0, 1, 2, 3, 4);
+    let mut c = Cluster::new(5);
+    c.transfer(l, 1, 10);
+    c.transfer(a, 1, 20);
+    // A prepares b; V promises b and A counts it (2 of 3).
+    c.elect(a);
+    c.deliver(|w| is(w, a, v, prepare));
+    c.deliver(|w| is(w, v, a, |m| matches!(m, Message::Promise { .. })));
+    // L prepares a lower ballot and wins with P and Q; V's disk loses its promise for b.
+    c.elect(l);
+    assert!(c.core(l).promised() < c.core(a).promised());
+    c.deliver(|w| is(w, l, p, prepare) || is(w, l, q, prepare));
+    c.crash(v);
+    c.disks[v].records = vec![Record::Amnesia]; // as `benmo node --recover` leaves it
+    c.restart(v);
+    c.batch(v, vec![]);
+    c.deliver(|w| w.to == l && matches!(w.env.msg, Message::Promise { .. }));
+    assert!(c.core(l).is_leader());
+    // A runs no turn for a leader timeout; V waits that long, asks L, P and Q, and recovers.
+    c.now += Timing::default().leader_timeout_ms;
+    c.batch(v, vec![]);
+    c.deliver(|w| w.from == v && w.to != a);
+    c.deliver(|w| w.to == v && matches!(w.env.msg, Message::ProbeReply(_)));
+    assert_eq!(c.lines_with(v, "recovered: "), 1, "{:?}", c.lines[v]);
+    // X is chosen at depth 1 by L, Q and V; P and Q miss the decide.
+    c.deliver(|w| w.from == l && (w.to == q || w.to == v));
+    c.deliver(|w| w.to == l && matches!(w.env.msg, Message::Accepted { .. }));
+    assert_eq!(c.disks[l].chain.len(), 1, "X is chosen");
+    // P's promise for b reaches A, handled before the tick in A's next turn.
+    c.deliver(|w| is(w, a, p, prepare));
+    c.deliver(|w| is(w, p, a, |m| matches!(m, Message::Promise { .. })));
+    assert!(!c.core(a).is_leader(), "a timed-out candidacy won");
+    c.deliver(|w| w.from == a && (w.to == p || w.to == q));
+    c.deliver(|w| w.to == a);
+    let firsts: Vec<&Block> = c.disks.iter().filter_map(|d| d.chain.first()).collect();
+    assert!(
+        firsts.iter().all(|b| *b == firsts[0]),
+        "two values chosen at depth 1: {firsts:?}"
+    );
+}
