@@ -5,11 +5,13 @@
 //! - `BENMO_SIM_SEEDS=<n>` runs a longer soak of n seeds (split over the test threads),
 //!   starting at `BENMO_SIM_FIRST` (default 0) to explore seeds the default run never tries.
 //!   With `--nocapture`, each chunk prints a summary of the faults it saw.
+//! - `BENMO_SIM_FAULT_MS=<ms>` makes every seed's faulty phase that long (default 5,000):
+//!   longer runs reach states the default never does (more damage, deeper chains).
 //! - `BENMO_SIM_CLASSROOM=1` runs that soak under the classroom policy (a full round per
 //!   depth); `classroom_*` run a share of the default seeds under it on every test run.
 //!
 //! About a third of the seeds damage a disk now and then, as `benmo node --recover` finds
-//! it (see `Sim::damage` in src/sim.rs): WAL records and/or blocks lost, the node amnesic.
+//! it (see `Sim::damage` in src/testing/sim.rs): WAL records and/or blocks lost, the node amnesic.
 
 use benmo::testing::sim::{run, SimConfig, Stats};
 
@@ -28,6 +30,7 @@ fn check(seed: u64, trace: bool) -> Stats {
         SimConfig {
             trace,
             classroom: std::env::var("BENMO_SIM_CLASSROOM").is_ok_and(|v| v == "1"),
+            fault_ms: env_u64("BENMO_SIM_FAULT_MS").unwrap_or(SimConfig::for_seed(seed).fault_ms),
             ..SimConfig::for_seed(seed)
         },
         seed,
@@ -251,4 +254,20 @@ fn regression_decided_depths_leave_the_window() {
 #[test]
 fn regression_nodes_that_can_vote_run_first() {
     check(202276, false);
+}
+
+/// Were false liveness failures: a crash made a recovered node's `VoteFloor` durable but lost
+/// its `recovered:` line, and `Sim::restart` did not rebuild the floor, so the simulator took
+/// the node for caught up and damaged more disks than the README's rule allows (seed
+/// 3179237: node 0, floor 26, counted as caught up at depth 22; 7012837 with 20 s of faults:
+/// node 2, floor 16). The unit test `a_restart_after_a_vote_floor_record_keeps_the_floor`
+/// pins the bug whatever these seeds come to do.
+#[test]
+fn regression_restart_keeps_the_vote_floor() {
+    check(3179237, false);
+    let long = SimConfig {
+        fault_ms: 20_000,
+        ..SimConfig::for_seed(7012837)
+    };
+    check_with(long, 7012837);
 }
