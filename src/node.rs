@@ -233,7 +233,7 @@ fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, S
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
         Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| store_error(&e))?;
-    if done.moved.is_empty() {
+    if done.notes.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
     done.notes.iter().for_each(|n| eprintln!("note: {n}"));
