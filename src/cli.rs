@@ -42,6 +42,10 @@ flags:
   --force          wipe a data dir that already holds committed blocks (default off)
   -h, --help       this text
 
+init never wipes a data dir while a node of it runs (with or without --force): it
+refuses if a node holds the lock on its node dir, or if an address in the existing
+cluster.conf is in use on this machine.
+
 example:
   benmo init --nodes 3 --data /tmp/benmo";
 
@@ -281,6 +285,8 @@ pub fn init(opts: &InitOptions) -> Result<String, String> {
     let data = &opts.data;
     // Held until init is done, so no node can start on a dir while it is wiped.
     let _locks = lock_nodes(data)?;
+    // A node whose dir lock cannot be seen (its dir moved or deleted) still holds its port.
+    check_ports(data)?;
     if let Some(depth) = committed_depth(data) {
         if !opts.force {
             return Err(format!(
@@ -328,8 +334,8 @@ fn committed_depth(data: &Path) -> Option<u64> {
         }
         let chain = entry.path().join("chain.log");
         let size = fs::metadata(&chain).map(|m| m.len()).unwrap_or(0);
-        if size == 0 {
-            continue;
+        if size <= Store::empty_chain_len() {
+            continue; // no block: empty, or just its format marker
         }
         // A chain we cannot read still counts as data worth keeping.
         let depth = Store::verify(&entry.path(), nodes, balance, None, |_| {})
@@ -356,7 +362,7 @@ fn lock_nodes(data: &Path) -> Result<Vec<crate::lock::DirLock>, String> {
     let mut locks = Vec::new();
     for (id, dir) in dirs {
         match crate::lock::check(&dir) {
-            Ok(held) => locks.extend(held),
+            Ok(held) => locks.push(held),
             Err(e @ crate::lock::LockError::Busy { .. }) => {
                 return Err(format!(
                     "node {id} is running on {} ({}); stop it before init, which would wipe it",
@@ -368,6 +374,35 @@ fn lock_nodes(data: &Path) -> Result<Vec<crate::lock::DirLock>, String> {
         }
     }
     Ok(locks)
+}
+
+/// Refuses, naming the node and its port, if a port of the cluster already in `data` (its
+/// `cluster.conf`) is in use on this machine: its node may still be running.
+fn check_ports(data: &Path) -> Result<(), String> {
+    let Ok(config) = Config::load(data) else {
+        return Ok(()); // no cluster there yet, or no readable one: no ports to check
+    };
+    for (id, addr) in config.addrs.iter().enumerate() {
+        if port_in_use(addr) {
+            return Err(format!(
+                "node {id} of {} may be running: its address {addr} is in use; stop it \
+                 before init, which would wipe it",
+                data.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether binding `addr` here fails because something listens on it. Addresses of other
+/// machines cannot be bound and are not checked.
+fn port_in_use(addr: &str) -> bool {
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr) else {
+        return false;
+    };
+    addrs.into_iter().any(|a| {
+        matches!(std::net::TcpListener::bind(a), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 fn wipe_nodes(data: &Path) -> Result<(), String> {

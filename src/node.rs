@@ -212,19 +212,19 @@ fn spawn_local_inputs(stdin: LineReader, console: Console) -> Result<Receiver<Lo
     Ok(rx)
 }
 
-/// One process per node dir: locks `dir/lock` (see `lock`), or says which process has it.
+/// One process per node dir: locks the dir (see `lock`), or says which process has it.
 /// A dir that does not exist is left for `Store::open` to report as not initialised.
 fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, String> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    lock::acquire(dir).map(Some).map_err(|e| match e {
-        lock::LockError::Busy { .. } => format!(
-            "node {id} is already running ({}, which holds {}); stop it first",
+    lock::acquire(dir).map(Some).map_err(|e| match &e {
+        lock::LockError::Busy { path, .. } => format!(
+            "node {id} is already running ({}, which holds the lock on {}); stop it first",
             e.holder(),
-            dir.join(lock::LOCK_FILE).display()
+            path.display()
         ),
-        e => e.to_string(),
+        _ => e.to_string(),
     })
 }
 
@@ -233,7 +233,7 @@ fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, S
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
         Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| store_error(&e))?;
-    if done.moved.is_empty() {
+    if done.notes.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
     done.notes.iter().for_each(|n| eprintln!("note: {n}"));

@@ -379,6 +379,15 @@ fn deeply_nested_json_is_refused_not_a_stack_overflow() {
 
 /// A valid node directory's chain.log and wal.log, built through the Store itself.
 fn pristine() -> (Vec<u8>, Vec<u8>) {
+    PRISTINE.0.clone()
+}
+
+/// The pristine files and the superblock that goes with them (a directory of this format
+/// without its superblock is refused whatever its logs hold).
+static PRISTINE: std::sync::LazyLock<((Vec<u8>, Vec<u8>), Vec<u8>)> =
+    std::sync::LazyLock::new(build_pristine);
+
+fn build_pristine() -> ((Vec<u8>, Vec<u8>), Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node0");
     Store::create(&dir).unwrap();
@@ -402,10 +411,7 @@ fn pristine() -> (Vec<u8>, Vec<u8>) {
     }
     store.sync().unwrap();
     drop(store);
-    (
-        fs::read(dir.join("chain.log")).unwrap(),
-        fs::read(dir.join("wal.log")).unwrap(),
-    )
+    (read(&dir), fs::read(dir.join("superblock")).unwrap())
 }
 
 fn read(dir: &Path) -> (Vec<u8>, Vec<u8>) {
@@ -422,6 +428,7 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("chain.log"), chain).unwrap();
     fs::write(dir.join("wal.log"), wal).unwrap();
+    fs::write(dir.join("superblock"), &PRISTINE.1).unwrap();
     let damaged = read(&dir);
 
     let verified = Store::verify(&dir, NODES, BALANCE, Some(0), |b| {
