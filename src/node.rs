@@ -137,10 +137,12 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let core = Core::recover(params, opened.ledger, opened.records);
+    let mut core = Core::recover(params, opened.ledger, opened.records);
     let trace = open_trace(&dir, id)?;
     let mut store = opened.store;
     compact(&mut store, &core);
+    // Peers vouch that this disk is not older than what they saw from it (a restored copy).
+    core.check_start(opts.recover);
     let console = Console {
         interactive: io::stdin().is_terminal(),
         id,
@@ -385,6 +387,11 @@ impl EventLoop {
                 out.flush().ok();
                 std::process::exit(1);
             }
+            Action::Fatal(line) => {
+                out.flush().ok();
+                eprintln!("error: {line}");
+                std::process::exit(1);
+            }
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }
     }
@@ -394,6 +401,7 @@ impl EventLoop {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
                     id: 0,
+                    seq: 0,
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
@@ -437,8 +445,10 @@ impl EventLoop {
         writeln!(out, "chain depth {}", self.store.depth()).ok();
     }
 
-    /// Stamps the envelope with a fresh id, notes it in the trace, and sends it.
+    /// Stamps the envelope with a fresh id and the last completed sync, notes it in the
+    /// trace, and sends it.
     fn send(&mut self, to: &[NodeId], mut env: Envelope) {
+        env.seq = self.store.seq();
         if let Some(trace) = &mut self.trace {
             env.id = trace.next_id();
             trace.sent(trace::now_ms(), env.id, to, &env.msg);

@@ -62,11 +62,18 @@ fn envelopes() -> Vec<Envelope> {
         },
         Message::CatchUp { from: 1 },
         Message::Blocks { blocks: chain(3) },
+        Message::StartCheck { nonce: 7 },
+        Message::StartSeen {
+            nonce: 7,
+            seen: 9,
+            yours: 4,
+        },
     ]
     .into_iter()
     .map(|msg| Envelope {
         depth: 1,
         id: 0,
+        seq: 0,
         msg,
     })
     .collect()
@@ -251,6 +258,7 @@ fn transport_decoder_survives_random_and_mutated_bytes() {
             let marker = *marker;
             let want = Envelope {
                 id: 0,
+                seq: 0,
                 depth: marker,
                 msg: Message::CatchUp { from: marker },
             };
@@ -305,6 +313,7 @@ fn regression_envelope_naming_an_unknown_node_is_refused() {
     };
     let accept = Envelope {
         id: 0,
+        seq: 0,
         depth: 1,
         msg: Message::Accept {
             ballot: huge,

@@ -60,7 +60,12 @@ fn tx(node: NodeId, seq: u64, credit: NodeId, amount: u64) -> Transfer {
 fn msg(from: NodeId, depth: u64, msg: Message) -> Event {
     Event::Message {
         from,
-        env: Envelope { depth, id: 0, msg },
+        env: Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg,
+        },
     }
 }
 
@@ -135,6 +140,7 @@ impl Cluster {
             to,
             Envelope {
                 id: 0,
+                seq: 0,
                 depth,
                 msg: Message::Blocks { blocks },
             },
@@ -363,6 +369,7 @@ fn a_restarted_acceptor_keeps_its_promise_and_accepted_value() {
             env: Envelope {
                 depth: 0,
                 id: 0,
+                seq: 0,
                 msg,
             },
         };
@@ -691,6 +698,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
                 to: vec![0],
                 env: Envelope {
                     id: 0,
+                    seq: 0,
                     depth: 0,
                     msg: Message::Accepted {
                         ballot: b,
@@ -724,6 +732,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
                 to: vec![1],
                 env: Envelope {
                     id: 0,
+                    seq: 0,
                     depth: 0,
                     msg: promise
                 }

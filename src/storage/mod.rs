@@ -453,6 +453,12 @@ impl Store {
         }
     }
 
+    /// The superblock's sequence: how many syncs this directory has made durable. It only
+    /// grows, unless the directory is replaced by an older copy.
+    pub fn seq(&self) -> u64 {
+        self.superblock.seq()
+    }
+
     /// Blocks in the chain, including buffered ones.
     pub fn depth(&self) -> u64 {
         self.index.len() as u64

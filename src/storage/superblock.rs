@@ -193,6 +193,11 @@ impl Superblock {
         still_at(&self.path, &self.file)
     }
 
+    /// The sequence of the newest slot: it grows with every update.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Makes `state` the newest slot, durably, leaving the previous one intact.
     pub fn update(&mut self, state: &State) -> Result<(), StoreError> {
         let seq = self.seq + 1;

@@ -662,6 +662,7 @@ impl<'a> Sim<'a> {
                     self.crash(x);
                     break;
                 }
+                Action::Fatal(line) => return Err(format!("node {x} stopped: {line}")),
                 Action::PrintChain { .. } => {}
                 Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
@@ -675,6 +676,7 @@ impl<'a> Sim<'a> {
         let end = (start + self.knobs.serve_max).min(chain.len());
         let mut env = Envelope {
             id: 0,
+            seq: 0,
             depth: chain.len() as u64,
             msg: Message::Blocks {
                 blocks: chain[start..end].to_vec(),
