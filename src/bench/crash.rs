@@ -181,3 +181,47 @@ impl Bench {
         Ok(self.commit_log.take().unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::ChainWriter;
+    use super::*;
+
+    fn tx(node: usize, seq: u64) -> TxId {
+        TxId { node, seq }
+    }
+
+    #[test]
+    fn a_committed_transfer_missing_or_moved_is_reported() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = config::node_dir(data.path(), 0);
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::create(&dir).unwrap();
+        let mut w = ChainWriter::open(&dir).unwrap();
+        w.fill(3, 3).unwrap(); // depth d holds d.(node) for every node: seqs 1, 2, 3
+        drop(w);
+        let mut c = Committed::default();
+        assert_eq!(
+            c.add(vec![(tx(0, 1), 1), (tx(1, 2), 2), (tx(0, 1), 1)]),
+            Ok(2)
+        );
+        assert_eq!(c.check_chain(data.path(), 0, 3), Ok(()));
+        assert!(c.add(vec![(tx(0, 1), 2)]).unwrap_err().contains("again"));
+
+        let mut moved = Committed::default();
+        moved.add(vec![(tx(2, 3), 2)]).unwrap();
+        let err = moved.check_chain(data.path(), 0, 3).unwrap_err();
+        assert!(
+            err.contains("lost 1") && err.contains("on the chain at Some(3)"),
+            "{err}"
+        );
+
+        let mut missing = Committed::default();
+        missing.add(vec![(tx(1, 9), 3)]).unwrap();
+        let err = missing.check_chain(data.path(), 0, 3).unwrap_err();
+        assert!(
+            err.contains("1.9 (committed at depth 3, on the chain at None)"),
+            "{err}"
+        );
+    }
+}
