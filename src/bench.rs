@@ -3,15 +3,21 @@
 //! The default mode starts a cluster of `benmo node` processes on loopback (fsync on, as in
 //! production) and drives them through their stdin, exactly as a user or script would:
 //!
+//! - *closed loop* (`--clients`, `closed.rs`): C clients each keeping one transfer
+//!   outstanding, dealt over the followers first, with this machine's floor (fsync and
+//!   loopback round trip) measured beside each row;
 //! - *unloaded*: one transfer at a time at a node that is not the leader, after warm-up,
 //!   so the figure is the latency of one full round (forward, accept, decide, commit);
 //! - *saturated*: every node submits its share as fast as its stdin takes it.
 //!
 //! Throughput is transfers divided by the time until every node holds every transfer (all
-//! report the same head and transfer count). Latency runs from the moment a line is handed
+//! report the same head and transfer count); in a closed loop, until the last commit. Latency runs from the moment a line is handed
 //! to the node's stdin to the `committed` line at that node. At the end it checks that each
 //! submitted txid committed exactly once at its origin, that every node counts them all,
 //! and runs `benmo audit`; any failure makes the command fail.
+//!
+//! `--crash-loop R` (`crash.rs`) kills every node at once under closed-loop load R times and
+//! checks that every transfer that printed `committed` is on every chain at its depth.
 //!
 //! `--append` measures storage alone: appending a block at depth ~10 and ~100,000, and
 //! reopening a chain of 1,000,000 transfers (in-process `Store::open` and a full node start).
