@@ -92,24 +92,35 @@ example:
 pub const BENCH_HELP: &str = "\
 benmo bench: measure throughput and latency of a local cluster
 
-Starts N real nodes on loopback, times unloaded and saturated transfers, prints a
-table and fails if the audit does or a transfer is lost or duplicated.
---append measures storage alone instead.
+Starts N real nodes on loopback, runs C closed-loop clients for each C in --clients
+(each keeps one transfer outstanding; followers first), then times unloaded and
+saturated transfers. Beside each closed-loop row it prints the floor measured in the
+same run (4 KiB append+fdatasync p50 in the data dir, loopback TCP round trip p50).
+Fails if the audit does or a transfer is lost or duplicated.
+--append measures storage alone instead; --crash-loop R kills every node at once
+under load R times and checks that no transfer that printed committed is lost.
 
-usage: benmo bench [--nodes N] [--transfers T] [--unloaded U] [--data DIR] [--base-port P]
+usage: benmo bench [--nodes N] [--clients C,C,..] [--duration D] [--transfers T]
+                   [--unloaded U] [--data DIR] [--base-port P]
+       benmo bench --crash-loop R [--clients C] [--nodes N] [--data DIR] [--base-port P]
        benmo bench --append
 
 flags:
   --nodes N        nodes, odd, at least 3 (default 5)
+  --clients C,..   closed-loop client counts (default 1,16,64; 16 with --crash-loop)
+  --duration D     how long each closed-loop count runs, e.g. 5s or 500ms (default 5s)
   --transfers T    saturated transfers (default 1000000)
   --unloaded U     unloaded transfers, one at a time (default 500)
+  --crash-loop R   R rounds of load, kill -9 of every node at once, restart (default off)
   --data DIR       an empty dir to run in, kept afterwards (default a temp dir)
   --base-port P    node i listens on P+i (default free ports)
   --append         measure appending and reopening the chain only (default off)
   -h, --help       this text
 
 example:
-  benmo bench --nodes 3 --transfers 100000";
+  benmo bench --clients 1,16,64
+  benmo bench --nodes 3 --transfers 100000
+  benmo bench --crash-loop 20";
 
 /// Why a command did not succeed; it decides the exit status.
 #[derive(Debug, PartialEq, Eq)]
