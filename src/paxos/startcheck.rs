@@ -23,10 +23,10 @@ use std::collections::BTreeSet;
 /// has passed, the node does nothing but the check: it neither promises nor accepts, runs
 /// for leader, commits, nor hands its queue to a leader. It still queues transfers: a node
 /// alone takes them, as always, and any that reuse an id after a rollback are reported
-/// (see `settle_own`). Answering is never held back, so
-/// a whole cluster restarting at once comes up. An answer that comes later still counts:
-/// it stops the node then. An amnesic node's probe declares its loss, so its peers forget
-/// what they had seen from it: its next start is not taken for a rollback.
+/// (see `settle_own`). Answering is never held back, so a whole cluster restarting at once
+/// comes up. An answer that comes later still counts: it stops the node then. An amnesic
+/// node's probe declares its loss, so its peers forget what they had seen from it: its next
+/// start is not taken for a rollback.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct StartCheck {
     /// The highest sequence seen from each peer since this node started.
