@@ -165,4 +165,10 @@ fn a_restored_copy_of_a_node_dir_is_refused_then_recovered_from_peers() {
     acked.extend(commit(&mut c, 2, 1));
     assert_eq!(c.node(2).exited(), None);
     all_on_every_chain(&mut c, &acked);
+
+    // A whole cluster restarting at once comes up: every node answers while it checks.
+    (0..3).for_each(|i| c.kill(i));
+    c.start_all().unwrap();
+    acked.extend(commit(&mut c, 1, 1));
+    all_on_every_chain(&mut c, &acked);
 }

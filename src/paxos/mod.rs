@@ -574,11 +574,7 @@ impl Core {
     pub fn handle(&mut self, now: u64, event: Event, out: &mut Vec<Action>) {
         self.now = self.now.max(now);
         match event {
-            Event::Command(cmd) => {
-                if let Some(cmd) = self.hold_while_checking(cmd, out) {
-                    self.on_command(cmd, out)
-                }
-            }
+            Event::Command(cmd) => self.on_command(cmd, out),
             Event::Message { from, env } => self.on_envelope(from, env, out),
             Event::Link { peer, up } => self.on_link(peer, up, out),
             Event::Tick => self.on_tick(out),

@@ -4,9 +4,6 @@
 use super::*;
 use std::collections::BTreeSet;
 
-/// Transfers held while the check runs, at most; more are refused.
-const HELD_MAX: usize = 8192;
-
 /// A node's disk can go back in time with nothing to see on it: a directory restored from a
 /// copy (`cp -a` of a running node, a snapshot) has a superblock that matches its logs, but
 /// lacks the promises and votes made after the copy. Its peers can tell. The shell stamps
@@ -24,18 +21,18 @@ const HELD_MAX: usize = 8192;
 ///
 /// Until a majority (itself included) has answered, and every peer has or a leader timeout
 /// has passed, the node does nothing but the check: it neither promises nor accepts, runs
-/// for leader, commits, nor queues transfers (they wait). Answering is never held back, so
-/// a whole cluster restarting at once comes up. An answer that comes later still counts:
-/// it stops the node then. An amnesic node's probe declares its loss, so its peers forget
-/// what they had seen from it: its next start is not taken for a rollback.
+/// for leader, commits, nor hands its queue to a leader. It still queues transfers: a node
+/// alone takes them, as always, and any that reuse an id after a rollback are reported
+/// (see `settle_own`). Answering is never held back, so a whole cluster restarting at once
+/// comes up. An answer that comes later still counts: it stops the node then. An amnesic
+/// node's probe declares its loss, so its peers forget what they had seen from it: its next
+/// start is not taken for a rollback.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct StartCheck {
     /// The highest sequence seen from each peer since this node started.
     seen: Vec<u64>,
     /// This node's own check, from `check_start` until every peer has answered.
     own: Option<Check>,
-    /// Transfers typed while the check holds votes, queued once it passes.
-    held: Vec<Command>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +55,6 @@ impl StartCheck {
         StartCheck {
             seen: vec![0; nodes],
             own: None,
-            held: Vec::new(),
         }
     }
 }
@@ -203,39 +199,10 @@ impl Core {
                     "start check: {answered} peers have seen nothing newer than its disk; voting"
                 )
             });
-            for cmd in std::mem::take(&mut self.start.held) {
-                self.on_command(cmd, out);
-            }
         }
         if all {
             self.start.own = None;
         }
-    }
-
-    /// Holds a transfer typed while the check holds votes: the node's own numbering may be
-    /// behind what it used before a rollback. Returns the command if it may run now.
-    pub(super) fn hold_while_checking(
-        &mut self,
-        cmd: Command,
-        out: &mut Vec<Action>,
-    ) -> Option<Command> {
-        if !self.checking() || !matches!(cmd, Command::Transfer { .. }) {
-            return Some(cmd);
-        }
-        if self.start.held.len() >= HELD_MAX {
-            Self::error(
-                out,
-                "checking this node's state with its peers: too many transfers waiting; try again once a majority has answered".into(),
-            );
-            return None;
-        }
-        if self.start.held.is_empty() {
-            out.push(Action::Print(
-                "waiting: checking this node's state with its peers; transfers are queued once a majority has answered".into(),
-            ));
-        }
-        self.start.held.push(cmd);
-        None
     }
 }
 
@@ -309,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_holds_votes_and_transfers_until_a_majority_answered() {
+    fn the_gate_holds_votes_until_a_majority_answered() {
         let mut c = core(2, 3);
         let nonce = start(&mut c, false);
         let prepare = Message::Prepare {
@@ -320,13 +287,6 @@ mod tests {
         out.extend(step(&mut c, 1, env(0, 5, accept())));
         assert_eq!(votes(&out), 0, "{out:?}");
         assert!(!out.iter().any(|a| matches!(a, Action::Persist(_))));
-        let transfer = Command::Transfer {
-            debit: 2,
-            credit: 0,
-            amount: 5,
-        };
-        let out = step(&mut c, 1, Event::Command(transfer));
-        assert!(matches!(&out[..], [Action::Print(l)] if l.starts_with("waiting: ")));
         // One answer makes a majority with itself, but the other peer may yet answer: the
         // gate waits for it, or for a leader timeout.
         let seen = Message::StartSeen {
@@ -338,12 +298,8 @@ mod tests {
         assert!(c.checking() && out.is_empty(), "{out:?}");
         let out = step(&mut c, 3, env(0, 5, accept()));
         assert_eq!(votes(&out), 0);
-        let out = step(&mut c, Timing::default().leader_timeout_ms, Event::Tick);
+        step(&mut c, Timing::default().leader_timeout_ms, Event::Tick);
         assert!(!c.checking());
-        let queued = out
-            .iter()
-            .any(|a| matches!(a, Action::Print(l) if l.starts_with("queued 2.1 ")));
-        assert!(queued, "the held transfer is queued: {out:?}");
         let out = step(&mut c, 2000, env(0, 5, accept()));
         assert_eq!(votes(&out), 1, "{out:?}");
     }
