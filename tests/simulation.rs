@@ -299,3 +299,15 @@ fn pause_is_exercised() {
     assert!(summary.paused_and_damaged >= 20, "{summary:?}");
     assert!(summary.longest_wake >= 20, "{summary:?}");
 }
+
+/// Was a false `error:` line, found by the pause fault: a node asked for blocks, its chain was
+/// cut by `--recover`, and a peer stalled meanwhile answered the old request with blocks above
+/// the node's new depth, which it printed as a rejected block (seed 3003614: node 1 at depth 1
+/// got blocks from 5; 3033837; 3114380). It now ignores them and asks again
+/// (`blocks_above_a_gap_are_a_stale_reply_not_an_error` in src/paxos/tests.rs).
+#[test]
+fn regression_stale_blocks_after_a_pause() {
+    for seed in [3003614, 3033837, 3114380] {
+        check(seed, false);
+    }
+}
