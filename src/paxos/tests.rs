@@ -1060,3 +1060,31 @@ fn a_candidacy_past_its_leader_timeout_counts_no_late_promise() {
         "two values chosen at depth 1: {firsts:?}"
     );
 }
+
+/// Was a false `error:` (simulator seeds 3003614, 3033837, 3114380, with pauses): a node asked
+/// for blocks from depth 5, its chain was then cut by `--recover`, and a peer that had been
+/// stalled meanwhile answered the old request. Blocks above a gap are a stale reply, not a
+/// bad block: the node takes none of them, prints no error, and asks again.
+#[test]
+fn blocks_above_a_gap_are_a_stale_reply_not_an_error() {
+    let mut chain = Ledger::new(3, BALANCE);
+    let mut blocks = Vec::new();
+    for _ in 0..6 {
+        let block = chain.seal(1, &[]);
+        chain.apply(&block).unwrap();
+        blocks.push(block);
+    }
+    let mut core = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut out = Vec::new();
+    let stale = Message::Blocks {
+        blocks: blocks[4..].to_vec(),
+    };
+    core.handle(10, msg(1, 6, stale), &mut out);
+    assert_eq!(errors(&out), 0, "{out:?}");
+    assert_eq!(core.ledger().depth, 0);
+    let asks = |a: &Action| matches!(a, Action::Send { env, .. } if matches!(env.msg, Message::CatchUp { from: 1 }));
+    assert!(out.iter().any(asks), "{out:?}");
+    let fresh = Message::Blocks { blocks };
+    core.handle(20, msg(1, 6, fresh), &mut out);
+    assert_eq!(core.ledger().depth, 6);
+}
