@@ -53,7 +53,10 @@ fn stops_after(c: &mut LocalCluster, tamper: &str, what: &str) {
         if let Some(code) = node.exited() {
             break code;
         }
-        assert!(Instant::now() < deadline, "node 0 still runs after `{tamper}`");
+        assert!(
+            Instant::now() < deadline,
+            "node 0 still runs after `{tamper}`"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(2), "after `{tamper}`");
@@ -103,11 +106,45 @@ fn a_node_whose_files_are_replaced_or_deleted_stops_before_acknowledging() {
         "rm node0/wal.log",
         "node0/wal.log was deleted while the node ran",
     );
-    // The others go on; every acknowledged transfer is on both their chains.
+    // The others go on.
     commits(&mut c, 1, 2);
+    // Node 0 lost synced records with the file: it refuses to start, naming --recover,
+    // which starts it amnesic; it catches up, and every acknowledged transfer is on every
+    // chain.
+    let out = Command::new(EXE)
+        .args(["node", "0", "--data"])
+        .arg(&c.data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "error: lost synced data at the end of {}: expected ",
+        c.data.join("node0").join("wal.log").display()
+    );
+    assert!(
+        err.starts_with(&want) && err.contains("found no file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--recover") && err.lines().count() == 1,
+        "{err}"
+    );
+    c.node_args = vec!["--recover".into()];
+    c.start(0).unwrap();
+    c.node_args.clear();
+    let line = c
+        .node(0)
+        .wait_for(Instant::now() + WAIT, |l| l.starts_with("recovered: "));
+    assert!(line.is_some(), "node 0 did not recover");
+    commits(&mut c, 2, 0);
     let status = c.converge(WAIT).unwrap();
-    assert_eq!(status.transfers, 4);
-    for i in [1, 2] {
-        assert_eq!(c.status(i, WAIT).unwrap().head, status.head);
+    assert_eq!(status.transfers, 5);
+    for i in 0..3 {
+        c.kill(i);
     }
+    let audit = c.audit().unwrap();
+    let want = format!("3 nodes, depth {0}..{0}, 5 transfers", status.depth);
+    assert!(audit.contains(&want), "{audit}");
 }

@@ -206,7 +206,10 @@ fn a_deleted_superblock_is_refused_then_recovered() {
     commit_some(&mut c, 1, 1);
     let status = c.converge(Duration::from_secs(30)).unwrap();
     assert!(status.depth > depth);
-    assert_eq!(status.transfers, 4, "every acknowledged transfer, on every chain");
+    assert_eq!(
+        status.transfers, 4,
+        "every acknowledged transfer, on every chain"
+    );
     for i in 0..3 {
         c.kill(i);
     }
