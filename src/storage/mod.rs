@@ -367,7 +367,7 @@ impl Store {
 
     /// Read-only check for `benmo audit`: verifies like `open` (with the same `owner` WAL
     /// checks) but never repairs; calls `each` for every block in order. Returns the final
-    /// ledger and a note if a tail is torn or the superblock is missing.
+    /// ledger and a note if a tail is torn or an older directory has no superblock yet.
     pub fn verify(
         dir: &Path,
         nodes: usize,
