@@ -393,10 +393,12 @@ fn pristine() -> (Vec<u8>, Vec<u8>) {
 
 /// The pristine files and the superblock that goes with them (a directory of this format
 /// without its superblock is refused whatever its logs hold).
-static PRISTINE: std::sync::LazyLock<((Vec<u8>, Vec<u8>), Vec<u8>)> =
-    std::sync::LazyLock::new(build_pristine);
+static PRISTINE: std::sync::LazyLock<(Logs, Vec<u8>)> = std::sync::LazyLock::new(build_pristine);
 
-fn build_pristine() -> ((Vec<u8>, Vec<u8>), Vec<u8>) {
+/// chain.log and wal.log.
+type Logs = (Vec<u8>, Vec<u8>);
+
+fn build_pristine() -> (Logs, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node0");
     Store::create(&dir).unwrap();

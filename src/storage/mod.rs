@@ -83,7 +83,10 @@ pub enum StoreError {
     NoSuperblock(PathBuf),
     /// A file the running store writes was deleted or replaced under it: what it wrote
     /// since is not in the file at that path.
-    Replaced { file: PathBuf, how: &'static str },
+    Replaced {
+        file: PathBuf,
+        how: &'static str,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -290,7 +293,10 @@ impl Store {
         create_with(&dir.join(CHAIN), &chain)?;
         create_with(&dir.join(WAL), &wal)?;
         let state = State {
-            chain: Mark::of(chain.len() as u64, &chain[chain.len().saturating_sub(TAIL)..]),
+            chain: Mark::of(
+                chain.len() as u64,
+                &chain[chain.len().saturating_sub(TAIL)..],
+            ),
             blocks: 0,
             wal: Mark::of(wal.len() as u64, &wal[wal.len().saturating_sub(TAIL)..]),
             old_wal: None,
@@ -361,7 +367,7 @@ impl Store {
 
     /// Read-only check for `benmo audit`: verifies like `open` (with the same `owner` WAL
     /// checks) but never repairs; calls `each` for every block in order. Returns the final
-    /// ledger and a note if a tail is torn or the superblock is missing.
+    /// ledger and a note if a tail is torn or an older directory has no superblock yet.
     pub fn verify(
         dir: &Path,
         nodes: usize,
@@ -564,7 +570,7 @@ impl Store {
         owner: NodeId,
     ) -> Result<Recovery, StoreError> {
         let mut recovery = Recovery::default();
-        let mut damaged = Vec::new();
+        let mut damaged = recreate_missing_logs(dir, &mut recovery)?;
         let loaded = loop {
             match load(dir, nodes, balance, Some(owner), |_, _| {}) {
                 Ok(loaded) => break loaded,
@@ -643,6 +649,28 @@ struct Loaded {
     files: [(PathBuf, Extent); 2],
 }
 
+/// For `Store::recover`: recreates, empty, each log missing beside a superblock (which says
+/// it held synced records), and returns their paths.
+fn recreate_missing_logs(dir: &Path, recovery: &mut Recovery) -> Result<Vec<PathBuf>, StoreError> {
+    let mut recreated = Vec::new();
+    if !dir.join(superblock::NAME).exists() {
+        return Ok(recreated); // an older dir, or not one at all: `load` says which
+    }
+    for path in [dir.join(CHAIN), dir.join(WAL)] {
+        if fs::symlink_metadata(&path).is_err() {
+            create_with(&path, &[])?;
+            sync_dir(dir)?;
+            recovery.votes_lost = true;
+            recovery.notes.push(format!(
+                "recreated missing {} empty (its synced records are lost)",
+                path.display()
+            ));
+            recreated.push(path);
+        }
+    }
+    Ok(recreated)
+}
+
 /// Moves `file` aside whole and puts back its first `good` bytes (see `Store::recover`).
 fn move_aside(
     dir: &Path,
@@ -704,13 +732,19 @@ fn load(
     mut on_block: impl FnMut(u64, &Block),
 ) -> Result<Loaded, StoreError> {
     let (chain_path, wal_path) = (dir.join(CHAIN), dir.join(WAL));
-    for path in [dir, &chain_path, &wal_path] {
-        require(path)?;
+    require(dir)?;
+    // A log missing beside a superblock lost what the superblock says it held: it reads as
+    // empty here, and the superblock check names it.
+    let lost_ok = dir.join(superblock::NAME).exists();
+    for path in [&chain_path, &wal_path] {
+        if !lost_ok {
+            require(path)?;
+        }
     }
     let mut ledger = Ledger::new(nodes, balance);
     let (chain_marker, wal_marker) = (marker(CHAIN), marker(WAL));
     let mut marked = false;
-    let chain = scan(&chain_path, |offset, payload| {
+    let chain = scan_if_there(&chain_path, |offset, payload| {
         if offset == 0 && payload == chain_marker.as_bytes() {
             marked = true;
             return Ok(());
@@ -729,7 +763,7 @@ fn load(
         Ok(())
     })?;
     let mut records = Vec::new();
-    let wal = scan(&wal_path, |offset, payload| {
+    let wal = scan_if_there(&wal_path, |offset, payload| {
         if offset == 0 && payload == wal_marker.as_bytes() {
             marked = true;
             return Ok(());
@@ -753,6 +787,17 @@ fn load(
         marked,
         files: [(chain_path, chain), (wal_path, wal)],
     })
+}
+
+/// `scan`, or an empty extent if `path` does not exist.
+fn scan_if_there(
+    path: &Path,
+    each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<Extent, StoreError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Extent { good: 0, len: 0 }),
+        _ => scan(path, each),
+    }
 }
 
 /// `NotInitialised` if `path` does not exist.

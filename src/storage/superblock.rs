@@ -248,6 +248,7 @@ pub(super) fn lost_tails(loaded: &Loaded, state: &State) -> Result<Vec<StoreErro
 
 fn lost_tail(file: &Path, good: u64, synced: u64, expected: String, found: String) -> StoreError {
     let found = match good < synced {
+        _ if fs::symlink_metadata(file).is_err() => "no file".to_string(),
         true => found,
         false => format!("other bytes before offset {synced}"),
     };

@@ -403,9 +403,36 @@ fn missing_state_is_not_initialised() {
     Store::create(&dir).unwrap();
     assert!(matches!(Store::create(&dir), Err(StoreError::Io { .. })));
     fs::remove_file(dir.join(WAL)).unwrap();
+    fs::remove_file(dir.join(superblock::NAME)).unwrap();
     assert!(matches!(open(&dir), Err(StoreError::NotInitialised(p)) if p == dir.join(WAL)));
     let verified = Store::verify(&dir, NODES, BALANCE, None, |_| ());
     assert!(matches!(verified, Err(StoreError::NotInitialised(_))));
+}
+
+#[test]
+fn a_log_missing_beside_its_superblock_is_a_lost_tail_that_recover_rebuilds() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    let wal = dir.join(WAL);
+    let synced = len(&wal);
+    fs::remove_file(&wal).unwrap();
+    let expected = format!("{synced} bytes");
+    assert_lost(open(&dir), &wal, &expected, "no file");
+    assert_lost(
+        Store::verify(&dir, NODES, BALANCE, None, |_| ()),
+        &wal,
+        &expected,
+        "no file",
+    );
+    assert!(!wal.exists(), "a refusal creates nothing");
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert!(done.votes_lost && done.moved.is_empty(), "{done:?}");
+    assert!(
+        done.notes[0].contains("recreated missing"),
+        "{:?}",
+        done.notes
+    );
+    let opened = open(&dir).unwrap();
+    assert_eq!((opened.store.depth(), opened.records.len()), (2, 0));
 }
 
 #[test]
@@ -713,7 +740,10 @@ fn sync_after(tamper: impl FnOnce(&Path)) -> (TempDir, PathBuf, StoreError) {
     tamper(&dir);
     store.append(&records()[1]).unwrap();
     let err = store.sync().unwrap_err();
-    assert!(store.append(&records()[2]).is_err(), "the store is poisoned");
+    assert!(
+        store.append(&records()[2]).is_err(),
+        "the store is poisoned"
+    );
     (tmp, dir, err)
 }
 
