@@ -746,7 +746,7 @@ case $sub in
         (($# == 2)) || usage_error "usage: $sub A B"
         check_id "$1"
         check_id "$2"
-        [[ $1 != "$2" ]] || die "$sub: A and B must differ"
+        [[ $1 != "$2" ]] || usage_error "$sub: A and B must differ"
         verb=severLink
         [[ $sub == restore ]] && verb=restoreLink
         cmd_link "$verb" "$1" "$2"
