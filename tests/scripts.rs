@@ -135,7 +135,11 @@ fn a_bad_argument_never_touches_a_stopped_cluster_with_committed_blocks() {
     for args in bad {
         let out = s.run(args);
         assert_usage_error(&out, &format!("{args:?}"));
-        assert_eq!(snapshot(s.dir.path()), before, "{args:?} changed the data dir");
+        assert_eq!(
+            snapshot(s.dir.path()),
+            before,
+            "{args:?} changed the data dir"
+        );
     }
     assert_eq!(audit(s.dir.path()), before_audit);
     // The suggestion names the flag meant.
@@ -172,7 +176,7 @@ fn usage_errors_exit_2_refusals_exit_1_and_help_exits_0() {
 fn ask_returns_the_nodes_own_reply_at_once() {
     let s = Script::start(3);
     let quick = Duration::from_secs(8); // `ask` gives up after 10 s
-    // Bare, these would make the node read ask's `status` marker as an argument.
+                                        // Bare, these would make the node read ask's `status` marker as an argument.
     for bare in ["moneyTransfer", "severLink", "restoreLink", "SEVERLINK"] {
         let t = Instant::now();
         let out = s.run(&["ask", "0", bare]);

@@ -363,15 +363,21 @@ fn writer_round_trip_survives_a_torn_line_and_notes_unreadable_ones() {
 
 #[test]
 fn options_default_to_text_and_to_svg_for_an_svg_file() {
-    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let o = Options::parse(&words("--data d --depth 4")).unwrap();
+    let words = |s: &str| crate::cli::Args::new(s.split_whitespace().map(String::from).collect());
+    let o = Options::parse(words("--data d --depth 4")).unwrap();
     assert_eq!((o.format, o.depth, o.out), (Format::Text, Some(4), None));
-    let o = Options::parse(&words("--out r.svg")).unwrap();
+    let o = Options::parse(words("--out r.svg")).unwrap();
     assert_eq!(o.format, Format::Svg);
-    let o = Options::parse(&words("--out r.svg --format text")).unwrap();
+    let o = Options::parse(words("--out r.svg --format text")).unwrap();
     assert_eq!(o.format, Format::Text);
-    assert!(Options::parse(&words("--format png")).is_err());
-    assert!(Options::parse(&words("--depth")).is_err());
+    assert!(Options::parse(words("--format png")).is_err());
+    assert!(Options::parse(words("--depth")).is_err());
+    let o = Options::parse(words("--format=svg --depth=3")).unwrap();
+    assert_eq!((o.format, o.depth), (Format::Svg, Some(3)));
+    let e = Options::parse(words("--fromat svg")).unwrap_err();
+    assert!(e.contains("did you mean --format?"), "{e}");
+    let e = Options::parse(words("--format sgv")).unwrap_err();
+    assert!(e.contains("did you mean svg?"), "{e}");
 }
 
 #[test]
