@@ -4,6 +4,8 @@
 //! Each test runs its own cluster on free ports in a temp dir; `stop` ends exactly its PIDs.
 
 use benmo::testing::cluster::free_ports;
+use benmo::trace::read;
+use benmo::trace::record::Ev;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -224,4 +226,69 @@ fn wait_does_not_flood_the_logs_with_status_polls() {
     // One poll, and one more only after a commit or 5 s: not one every 0.2 s.
     let during = polls(&s) - before;
     assert!(during <= 2, "wait wrote {during} status lines in 3 s");
+}
+
+/// The events of node `id`'s trace, as `benmo trace` reads them.
+fn trace_events(dir: &Path, id: usize) -> Vec<Ev> {
+    let traces = read::load(dir).unwrap();
+    let recs = traces.nodes[id].clone().unwrap_or_default();
+    recs.into_iter().map(|r| r.ev).collect()
+}
+
+/// Waits (bounded) until node `id`'s trace holds an event that `want` picks.
+fn await_event(s: &Script, id: usize, what: &str, want: impl Fn(&Ev) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !trace_events(s.dir.path(), id).iter().any(&want) {
+        assert!(Instant::now() < deadline, "node {id} traced no {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn real_nodes_trace_severs_crashes_kills_step_downs_and_timeouts() {
+    let s = Script::start(3);
+    s.expect(&["ask", "0", "moneyTransfer", "0", "1", "5"], 0);
+    s.expect(&["wait", "30"], 0);
+    let status = text(&s.expect(&["ask", "0", "status"], 0).stdout);
+    let leader: usize = status
+        .split_whitespace()
+        .skip_while(|w| *w != "leader")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no leader in {status}"));
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (l, a_, b_) = (leader.to_string(), a.to_string(), b.to_string());
+    // The leader, cut off from both peers with a transfer to offer, stops leading (it hears
+    // no majority), runs for leader again and its election times out.
+    s.expect(&["sever", &l, &a_], 0);
+    s.expect(&["sever", &l, &b_], 0);
+    s.expect(&["ask", &l, "moneyTransfer", &l, &a_, "1"], 0);
+    let down = |e: &Ev| matches!(e, Ev::StepDown { leading: true, .. });
+    await_event(&s, leader, "step-down", down);
+    await_event(&s, leader, "election timeout", |e| {
+        matches!(e, Ev::Timeout { .. })
+    });
+    let severed = |peer| move |e: &Ev| *e == Ev::Sever { peer };
+    assert!(trace_events(s.dir.path(), leader).iter().any(severed(a)));
+    assert!(trace_events(s.dir.path(), a).iter().any(severed(leader)));
+    s.expect(&["restore", &l, &a_], 0);
+    // crashNode is recorded as it happens; a kill -9 is inferred at the restart.
+    s.expect(&["crash", &a_], 0);
+    s.expect(&["kill", &b_], 0);
+    s.expect(&["restart", &b_], 0);
+    let crash = |killed| move |e: &Ev| *e == Ev::Crash { killed };
+    assert!(trace_events(s.dir.path(), a).iter().any(crash(false)));
+    let evs = trace_events(s.dir.path(), b);
+    let killed = evs.iter().position(crash(true)).expect("an inferred crash");
+    assert!(matches!(evs[killed + 1], Ev::Start { inc: 2 }), "{evs:?}");
+    // The first round's ladder marks the moment its value was chosen.
+    let out = Command::new(EXE)
+        .args(["trace", "--depth=1", "--data"])
+        .arg(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ladder = text(&out.stdout);
+    assert!(ladder.contains("chosen: 2 of 3 nodes accepted"), "{ladder}");
+    assert!(ladder.lines().all(|l| l.len() <= 80), "{ladder}");
 }

@@ -244,7 +244,11 @@ fn context(traces: &Traces, events: &[Event]) -> Vec<String> {
                 Ev::Restore { peer } if peer < n => cut[node][peer] = false,
                 Ev::Crash { .. } => down[node] = Some("crashed"),
                 Ev::Stop => down[node] = Some("stopped"),
-                Ev::Start { .. } => down[node] = None,
+                Ev::Start { .. } => {
+                    // A restarted node has forgotten its severed links.
+                    down[node] = None;
+                    cut[node].iter_mut().for_each(|c| *c = false);
+                }
                 _ => {}
             }
         }

@@ -559,6 +559,11 @@ fn a_sever_before_the_round_at_one_end_only_says_so() {
         d.context,
         vec!["links severed when it began: 2-0 (at 2 only)"]
     );
+    // A restart forgets the node's severed links.
+    let mut nodes = golden_round(0);
+    nodes[2].insert(1, link(990, 2, 0, false));
+    nodes[2].insert(2, start(995, 2, 2));
+    assert!(round::build(&all(nodes), 7).unwrap().context.is_empty());
 }
 
 #[test]
