@@ -182,7 +182,8 @@ in_chain() {
 
 if [[ -z ${BENMO_BIN:-} ]]; then
     command -v cargo >/dev/null 2>&1 || fail "cargo is not installed (install Rust first)"
-    info "building the release binary (cargo build --release) ..."
+    info "building the release binary (cargo build --release; the first build"
+    info "on a fresh machine takes a few minutes, later ones seconds) ..."
     (cd "$ROOT" && cargo build --release --quiet) || fail "cargo build --release failed"
 fi
 
@@ -289,6 +290,16 @@ if [[ -z $PICTURE ]]; then
 fi
 ladder=$("$BIN" trace --data "$DATA" --depth "$PART_DEPTH" --format text 2>&1) ||
     fail "benmo trace --depth $PART_DEPTH: $ladder"
+info "How to read it: one column per node (n0..n4), time running down; each"
+info "arrow is one message, its label on the right. A ballot R.N is round R of"
+info "node N: a higher round wins, and the node number breaks ties, so no two"
+info "nodes ever use the same ballot. 'prepare 1.0 from depth 1' is Multi-Paxos:"
+info "a leader prepares once for every depth from its chain up, then runs only"
+info "accept and accepted for each new depth, until a higher ballot appears."
+info "So a later depth shows that one old prepare. 'x' is a message that never"
+info "arrived (the severed links), '!' the moment the value was chosen (a"
+info "majority accepted it), '*' the moment each node learned it and committed."
+echo
 printf '%s\n' "$ladder"
 out=$("$BIN" trace --data "$DATA" --depth "$PART_DEPTH" --out "$PICTURE" 2>&1) ||
     fail "benmo trace --depth $PART_DEPTH --out $PICTURE: $out"
