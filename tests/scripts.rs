@@ -143,6 +143,37 @@ fn a_bad_argument_never_touches_a_stopped_cluster_with_committed_blocks() {
             "{args:?} changed the data dir"
         );
     }
+    // scripts/terminals.sh --fresh wipes too, with init --force: the same holds.
+    let terminals = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/terminals.sh");
+    for flags in [
+        &["--phase-delay", "2s"][..],
+        &["--delay", "5s"],
+        &["--nodes", "4"],
+    ] {
+        let out = Command::new("bash")
+            .arg(&terminals)
+            .args([
+                "--fresh",
+                "--no-attach",
+                "--session",
+                "benmo-test-never",
+                "--data",
+            ])
+            .arg(s.dir.path())
+            .args(flags)
+            .env("BENMO_BIN", EXE)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.starts_with("terminals.sh: error: "), "{flags:?}: {err}");
+        assert_eq!(err.lines().count(), 2, "{flags:?}: {err}");
+        assert_eq!(
+            snapshot(s.dir.path()),
+            before,
+            "{flags:?} changed the data dir"
+        );
+    }
     assert_eq!(audit(s.dir.path()), before_audit);
     // The suggestion names the flag meant.
     let out = s.run(&["--delya", "20s..60s", "start"]);
