@@ -21,6 +21,7 @@ pub use writer::{next_incarnation, now_ms, TraceWriter, ROTATED_FILE, TRACE_CAP,
 
 use crate::cli::Args;
 use crate::human;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,8 @@ fn format_of(text: &str) -> Result<Format, String> {
 pub fn run(opts: &Options) -> Result<(), String> {
     let picture = draw(opts)?;
     let Some(out) = &opts.out else {
-        print!("{}", picture.text);
+        // Written, not print!: `benmo trace | head` closing the pipe is not a panic.
+        let _ = std::io::stdout().lock().write_all(picture.text.as_bytes());
         return Ok(());
     };
     std::fs::write(out, &picture.text)
