@@ -1,5 +1,5 @@
-//! Command-line flags for `benmo init`, `benmo node`, `benmo audit` and `benmo bench`, their
-//! help texts, and `benmo init` itself.
+//! Command-line flags for `benmo init`, `benmo node`, `benmo audit`, `benmo bench` and
+//! `benmo trace`, their help texts, and `benmo init` itself.
 //!
 //! Conventions: `-h`/`--help` prints help to stdout and exits 0; a usage error is one line
 //! plus a hint on stderr and exit 2; a runtime error is `error: ...` on stderr and exit 1.
@@ -121,6 +121,25 @@ example:
   benmo bench --clients 1,16,64
   benmo bench --nodes 3 --transfers 100000
   benmo bench --crash-loop 20";
+
+pub const TRACE_HELP: &str = "\
+benmo trace: draw the Paxos round that decided a depth, from the nodes' traces
+
+Reads DIR/node<ID>/trace.log* and draws the round as a text ladder (80 columns)
+or an SVG sequence diagram: every message, what the students did (severs,
+crashes, drops), step-downs and timeouts, and the moment the value was chosen.
+
+usage: benmo trace [--data DIR] [--depth D] [--format svg|text] [--out FILE]
+
+flags:
+  --data DIR       the data dir (default ./data, or $BENMO_DATA)
+  --depth D        the depth whose round to draw (default the last decided one)
+  --format F       text or svg (default text, or svg when FILE ends in .svg)
+  --out FILE       write the picture to FILE and print its path (default stdout)
+  -h, --help       this text
+
+example:
+  benmo trace --data /tmp/benmo --depth 3 --out round.svg";
 
 /// Why a command did not succeed; it decides the exit status.
 #[derive(Debug, PartialEq, Eq)]

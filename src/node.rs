@@ -321,18 +321,13 @@ impl EventLoop {
         let mut actions = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => {
-                    if let (Event::Message { from, env }, Some(trace)) = (&e, &mut self.trace) {
-                        trace.received(trace::now_ms(), *from, env.id, &env.msg);
-                    }
-                    self.core.handle(now, e, &mut actions)
-                }
+                Local::Event(e) => self.feed(now, e, &mut actions),
                 Local::Print(line) => actions.push(Action::Print(line)),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        self.core.handle(now, Event::Tick, &mut actions);
+        self.feed(now, Event::Tick, &mut actions);
         let turn = Turn::split(actions);
         self.persist(&turn.writes);
         let stdout = io::stdout();
@@ -352,6 +347,26 @@ impl EventLoop {
             compact(&mut self.store, &self.core);
             self.compact_at = COMPACT_BYTES.max(2 * self.store.wal_bytes());
         }
+    }
+
+    /// Feeds one event to the core. The trace notes receipts, severs and restores, and
+    /// what became of this node's candidacy or leadership (step-downs, timeouts).
+    fn feed(&mut self, now: u64, event: Event, actions: &mut Vec<Action>) {
+        let Some(trace) = &mut self.trace else {
+            return self.core.handle(now, event, actions);
+        };
+        let t = trace::now_ms();
+        let peer_ok = |p: &NodeId| *p != self.core.id() && *p < self.core.ledger().balances.len();
+        match &event {
+            Event::Message { from, env } => trace.received(t, *from, env.id, &env.msg),
+            Event::Command(Command::Sever(p)) if peer_ok(p) => trace.link(t, *p, false),
+            Event::Command(Command::Restore(p)) if peer_ok(p) => trace.link(t, *p, true),
+            _ => {}
+        }
+        let tick = matches!(event, Event::Tick);
+        let before = self.core.role_ballot().map(|b| (b, self.core.is_leader()));
+        self.core.handle(now, event, actions);
+        trace.role_change(t, before, self.core.role_ballot(), tick);
     }
 
     /// Durability first: nothing of this batch leaves the process before this returns.
@@ -383,6 +398,9 @@ impl EventLoop {
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
             Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
+                if let Some(trace) = &mut self.trace {
+                    trace.crashed(trace::now_ms()).ok();
+                }
                 writeln!(out, "node {} crashing", self.core.id()).ok();
                 out.flush().ok();
                 std::process::exit(1);

@@ -642,7 +642,9 @@ impl Core {
         }
     }
 
-    fn role_ballot(&self) -> Option<Ballot> {
+    /// The ballot this node is running for leader with or leading with, if any (the shell
+    /// traces step-downs and election timeouts from it).
+    pub fn role_ballot(&self) -> Option<Ballot> {
         match &self.role {
             Role::Follower => None,
             Role::Candidate(c) => Some(c.ballot),
