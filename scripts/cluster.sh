@@ -18,8 +18,10 @@ subcommands:
                         N nodes (default 5, or every node of cluster.conf with
                         --keep); returns once every node answers status
   send ID COMMAND...    write one command line to node ID's stdin
-  ask ID COMMAND...     send a command and print the node's reply lines;
-                        non-zero if the reply holds an 'error:' line
+  ask ID COMMAND...     send a command and print the node's reply lines (within
+                        10 s); exit 1 if the reply holds an 'error:' line. A
+                        bare moneyTransfer/severLink/restoreLink is refused:
+                        the node would read the next lines as its arguments
   crash ID              send crashNode to node ID and wait until it has exited
   kill ID               kill -9 node ID (by its recorded pid)
   restart ID            start node ID again on the same data
@@ -30,7 +32,8 @@ subcommands:
   wait [SECONDS] [ID...]
                         wait (default 30 s) until the running nodes (or the
                         given ones) all report the same depth and head and no
-                        queued transfers; non-zero on timeout, naming laggards
+                        queued transfers; non-zero on timeout, naming laggards.
+                        It asks for status again only after a commit or 5 s
   status                one line per node: running/stopped, pid, status line
   logs ID               print node ID's log
   logs -f [ID...]       follow every node's log (or the given ones) merged,
@@ -42,13 +45,18 @@ subcommands:
 flags (anywhere before or after the subcommand; after 'send ID' or 'ask ID'
 everything is the command):
   --data DIR            data dir (default: $ROOT/data)
-  --base-port P         first port for 'start' (node i listens on P+i; default 7100)
-  --keep                'start' reuses the existing data dir instead of wiping it
-  --delay MIN..MAX      random wait before a node runs for leader (e.g. 20s..60s)
+  --base-port P         first port for 'start': node i listens on P+i
+                        (default 7100)
+  --keep                'start' reuses the existing data dir, not wiping it
+  --delay MIN..MAX      random wait before a node runs for leader (20s..60s)
   --verbose             pass --verbose to each node started
-  --classroom           pass --classroom to each node started (slow, by-hand pace)
-  --phase-delay D       pass --phase-delay D (e.g. 2s) to each node; needs --classroom
+  --classroom           pass --classroom to each node started (by-hand pace)
+  --phase-delay D       pass --phase-delay D (e.g. 2s) to each node; needs
+                        --classroom
   -h, --help            this text
+
+Exit status: 0 done; 1 refused or failed (the reason on stderr); 2 usage error
+(one line and a pointer to --help; nothing was changed).
 
 State (all in the data dir): node<i>.pid, node<i>.fifo (the node's stdin),
 node<i>.log (its stdout and stderr).  The binary is target/release/benmo, or
@@ -59,6 +67,36 @@ EOF
 die() {
     echo "cluster.sh: $*" >&2
     exit 1
+}
+
+# A usage error: one line and a pointer to --help on stderr, exit 2 (as benmo does).
+# Nothing has been changed when it is called.
+usage_error() {
+    echo "cluster.sh: error: $*" >&2
+    echo "try 'scripts/cluster.sh --help'" >&2
+    exit 2
+}
+
+FLAGS=(--data --base-port --keep --delay --verbose --classroom --phase-delay --help)
+SUBCOMMANDS=(start send ask crash kill restart sever restore wait status logs audit stop)
+
+# " (did you mean X?)" for an X of $2... with the letters of $1 (a transposition), else
+# for the first that begins like $1 and is about as long.
+suggest() {
+    local word=${1##*-} w bare diff
+    shift
+    letters() { grep -o . <<<"$1" | sort | tr -d '\n'; }
+    for w in "$@"; do
+        [[ $(letters "${w##*-}") == "$(letters "$word")" ]] && { echo " (did you mean $w?)"; return; }
+    done
+    for w in "$@"; do
+        bare=${w##*-}
+        diff=$((${#bare} - ${#word}))
+        if ((${#word} >= 2 && diff * diff <= 4)) && [[ ${bare:0:2} == "${word:0:2}" ]]; then
+            echo " (did you mean $w?)"
+            return
+        fi
+    done
 }
 
 DIR="$ROOT/data"
@@ -74,18 +112,27 @@ ARGS=()
 while (($#)); do
     case $1 in
         -h | --help) usage; exit 0 ;;
-        --data) (($# >= 2)) || die "--data needs a directory"; DIR=$2; shift 2 ;;
+        --data) (($# >= 2)) || usage_error "--data needs a directory"; DIR=$2; shift 2 ;;
         --data=*) DIR=${1#*=}; shift ;;
-        --base-port) (($# >= 2)) || die "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
+        --base-port) (($# >= 2)) || usage_error "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
         --base-port=*) BASE_PORT=${1#*=}; shift ;;
-        --delay) (($# >= 2)) || die "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
+        --delay) (($# >= 2)) || usage_error "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
         --delay=*) DELAY=${1#*=}; shift ;;
-        --phase-delay) (($# >= 2)) || die "--phase-delay needs a duration"; PHASE_DELAY=$2; shift 2 ;;
+        --phase-delay) (($# >= 2)) || usage_error "--phase-delay needs a duration"; PHASE_DELAY=$2; shift 2 ;;
         --phase-delay=*) PHASE_DELAY=${1#*=}; shift ;;
         --keep) KEEP=1; shift ;;
         --verbose) VERBOSE=1; shift ;;
         --classroom) CLASSROOM=1; shift ;;
         --) shift; ARGS+=("$@"); break ;;
+        -?*)
+            # `logs -f` takes its own flag; anything else unknown is an error.
+            if [[ ${ARGS[0]:-} == logs && ($1 == -f || $1 == --follow) ]]; then
+                ARGS+=("$1")
+                shift
+                continue
+            fi
+            usage_error "unknown flag $1$(suggest "$1" "${FLAGS[@]}")"
+            ;;
         *)
             ARGS+=("$1")
             shift
@@ -96,9 +143,41 @@ while (($#)); do
             ;;
     esac
 done
-((${#ARGS[@]})) || { usage >&2; exit 2; }
-[[ $BASE_PORT =~ ^[0-9]+$ ]] || die "bad --base-port '$BASE_PORT'"
-[[ -z $DIR ]] && die "--data needs a directory"
+
+# Milliseconds in a duration as benmo reads it (500ms, 2s or 20), or fails.
+duration_ms() {
+    [[ $1 =~ ^([0-9]{1,9})(ms|s)?$ ]] || return 1
+    local n=$((10#${BASH_REMATCH[1]}))
+    if [[ ${BASH_REMATCH[2]} == s ]]; then echo $((n * 1000)); else echo "$n"; fi
+}
+
+# Every flag and the subcommand are checked here, before anything is built, written
+# or started; the node flags are checked once more by benmo itself (check_node_flags).
+check_flags() {
+    ((${#ARGS[@]})) || usage_error "no subcommand given"
+    local sub=${ARGS[0]} s known=0 lo hi
+    for s in "${SUBCOMMANDS[@]}"; do [[ $sub == "$s" ]] && known=1; done
+    ((known)) || usage_error "unknown subcommand '$sub'$(suggest "$sub" "${SUBCOMMANDS[@]}")"
+    [[ -n $DIR ]] || usage_error "--data needs a directory"
+    if ! [[ $BASE_PORT =~ ^[0-9]{1,5}$ ]] || ((10#$BASE_PORT < 1 || 10#$BASE_PORT > 65535)); then
+        usage_error "--base-port: expected a port number 1..65535, not '$BASE_PORT'"
+    fi
+    BASE_PORT=$((10#$BASE_PORT))
+    if [[ -n $DELAY ]]; then
+        local bad="--delay: expected MIN..MAX such as 20ms..100ms or 20s..60s, not '$DELAY'"
+        [[ $DELAY == *..* ]] || usage_error "$bad"
+        lo=$(duration_ms "${DELAY%%..*}") || usage_error "$bad"
+        hi=$(duration_ms "${DELAY#*..}") || usage_error "$bad"
+        ((lo <= hi)) || usage_error "$bad"
+        ((hi - lo >= 10)) || usage_error "--delay: MAX must exceed MIN by at least 10ms, not '$DELAY'"
+    fi
+    if [[ -n $PHASE_DELAY ]]; then
+        ((CLASSROOM)) || usage_error "--phase-delay needs --classroom"
+        duration_ms "$PHASE_DELAY" >/dev/null ||
+            usage_error "--phase-delay: expected a duration such as 2s or 500ms, not '$PHASE_DELAY'"
+    fi
+}
+check_flags
 [[ $DIR == /* ]] || DIR="$PWD/$DIR"
 DIR=${DIR%/}
 
@@ -113,6 +192,31 @@ build() {
         (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
     fi
     [[ -x $BIN ]] || die "no binary at $BIN (is cargo installed?)"
+}
+
+# The node flags, as start_node passes them.
+node_flags() {
+    NODE_FLAGS=()
+    [[ -n $DELAY ]] && NODE_FLAGS+=(--delay "$DELAY")
+    ((VERBOSE)) && NODE_FLAGS+=(--verbose)
+    ((CLASSROOM)) && NODE_FLAGS+=(--classroom)
+    [[ -n $PHASE_DELAY ]] && NODE_FLAGS+=(--phase-delay "$PHASE_DELAY")
+    return 0
+}
+
+# Lets benmo itself judge the node flags before any node dir is touched: a node pointed
+# at an empty temp dir parses its flags (exit 2 on a usage error) and then stops, finding
+# no cluster there.
+check_node_flags() {
+    local tmp rc=0 out
+    node_flags
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/cluster-sh.XXXXXX")
+    out=$("$BIN" node 0 --data "$tmp/none" "${NODE_FLAGS[@]}" </dev/null 2>&1) || rc=$?
+    rm -rf "$tmp"
+    if ((rc == 2)); then
+        out=${out%%$'\n'*}
+        usage_error "${out#error: }"
+    fi
 }
 
 need_bin() {
@@ -135,8 +239,10 @@ node_port() {
 }
 
 check_id() {
-    [[ $1 =~ ^[0-9]+$ ]] || die "bad node id '$1'"
-    node_ids | grep -qx "$1" || die "no node $1 in $(conf)"
+    [[ $1 =~ ^[0-9]+$ ]] || usage_error "bad node id '$1'"
+    local ids
+    ids=$(node_ids)
+    grep -qx "$1" <<<"$ids" || usage_error "no node $1 in $(conf)"
 }
 
 # Prints the recorded pid of node $1 if that process is alive and is really
@@ -229,11 +335,8 @@ start_node() {
     log=$(logf "$id")
     rm -f "$fifo"
     mkfifo "$fifo"
-    local args=(node "$id" --data "$DIR")
-    [[ -n $DELAY ]] && args+=(--delay "$DELAY")
-    ((VERBOSE)) && args+=(--verbose)
-    ((CLASSROOM)) && args+=(--classroom)
-    [[ -n $PHASE_DELAY ]] && args+=(--phase-delay "$PHASE_DELAY")
+    node_flags
+    local args=(node "$id" --data "$DIR" "${NODE_FLAGS[@]}")
     # stdin is the FIFO opened read-write: the node holds a writer itself, so it
     # never sees EOF, and writing to the FIFO never blocks while it runs.
     # setsid (when present) keeps terminal signals such as Ctrl-C away from it.
@@ -338,7 +441,9 @@ check_ports() {
 
 cmd_start() {
     local n=${1:-} ids id port ports=()
-    [[ -z $n || $n =~ ^[1-9][0-9]*$ ]] || die "bad node count '$n'"
+    [[ -z $n || $n =~ ^[1-9][0-9]{0,3}$ ]] || usage_error "start: bad node count '$n'"
+    ((${n:-5} % 2 == 1)) || usage_error "start: the node count must be odd, not $n"
+    ((10#$BASE_PORT + ${n:-5} - 1 <= 65535)) || usage_error "--base-port $BASE_PORT leaves no room for $n nodes"
     if [[ -f $(conf) ]]; then
         for id in $(node_ids); do
             running "$id" && die "node $id of $DIR is already running (scripts/cluster.sh --data $DIR stop first)"
@@ -359,6 +464,7 @@ cmd_start() {
     fi
     check_ports "${ports[@]}"
     build
+    check_node_flags
     if ((!KEEP)); then
         n=${n:-5}
         mkdir -p "$DIR"
@@ -379,19 +485,38 @@ cmd_start() {
     echo "started ${#ids[@]} nodes (data $DIR, ports $(node_port "${ids[0]}")-$(node_port "${ids[-1]}"), logs $DIR/node<i>.log)"
 }
 
+# The sizes of the given nodes' chain files: they change exactly when a block commits.
+chain_sizes() {
+    local id
+    for id in "$@"; do stat -c %s "$DIR/node$id/chain.log" 2>/dev/null || echo -; done | tr '\n' ' '
+}
+
 cmd_wait() {
     local timeout=30 ids=() id
     # First number is the timeout; any further ones are node ids.
     if (($#)); then
-        [[ $1 =~ ^[0-9]+$ ]] || die "wait: bad timeout '$1'"
+        [[ $1 =~ ^[0-9]+$ ]] || usage_error "wait: bad timeout '$1' (seconds)"
         timeout=$1
         shift
     fi
     for id in "$@"; do check_id "$id"; done
     local want=("$@")
     ((${#want[@]})) || mapfile -t want < <(node_ids)
-    local deadline=$((SECONDS + timeout)) problems
+    local deadline=$((SECONDS + timeout)) problems sig="" polled=-100
     while :; do
+        # Every status poll is a line in the node's log: ask again only once a chain has
+        # grown (a commit, which may empty a queue) or 5 s have passed, not every tick.
+        if [[ $(chain_sizes "${want[@]}") == "$sig" ]] && ((SECONDS - polled < 5)); then
+            if ((SECONDS >= deadline)); then
+                echo "cluster.sh: wait: not converged after ${timeout}s:" >&2
+                printf '  %s\n' "${problems[@]}" >&2
+                return 1
+            fi
+            sleep 0.2
+            continue
+        fi
+        sig=$(chain_sizes "${want[@]}")
+        polled=$SECONDS
         ids=()
         for id in "${want[@]}"; do running "$id" && ids+=("$id"); done
         ((${#ids[@]})) || die "wait: no running node"
@@ -431,31 +556,63 @@ cmd_wait() {
     done
 }
 
+# The commands that, typed alone, make the node read its next input lines as their
+# arguments: `ask` refuses them, as its follow-up `status` would be read as one.
+bare_usage() {
+    case ${1,,} in
+        moneytransfer) echo "moneyTransfer DEBIT CREDIT AMOUNT" ;;
+        severlink) echo "severLink ID" ;;
+        restorelink) echo "restoreLink ID" ;;
+        *) return 1 ;;
+    esac
+}
+
+# Sends a command, then `status` as the end marker, and prints the node's reply: the
+# lines before that status line. Fails if the reply holds an `error:` line. A command
+# that ended the node (crashNode, quit) is answered by its exit.
 cmd_ask() {
-    local id=$1 off reply i
+    local id=$1 off reply i nstat=1 resent=0 errors_at=-1
     shift
-    local cmd="$*" nstat=1
-    [[ ${1:-} == status ]] && nstat=2
+    local cmd="$*" verb=${1,,}
+    [[ $verb == status ]] && nstat=2
     running "$id" || die "node $id is not running"
     off=$(log_size "$id")
     send_line "$id" "$cmd"
     send_line "$id" status
     for ((i = 0; i < 200; i++)); do
         if reply=$(reply_after "$id" "$off" "$nstat"); then
-            # The reply: every line before the sentinel status line.
-            reply=$(sed '/^@@ /d' <<<"$reply")
-            [[ -n $reply ]] && printf '%s\n' "$reply"
-            # A refused command makes the script fail, so callers can rely on $?.
-            if grep -q '^error:' <<<"$reply"; then return 1; fi
-            return 0
+            print_reply "$(sed '/^@@ /d' <<<"$reply")"
+            return
         fi
-        running "$id" || {
-            [[ ${1:-} == crashNode ]] && return 0
+        if ! running "$id"; then
+            reply=$(reply_after "$id" "$off" 1000 || true)
+            [[ -n $reply ]] && printf '%s\n' "$reply"
+            [[ $verb == crashnode || $verb == quit || $verb == exit ]] && return 0
             die "node $id exited"
-        }
+        fi
+        # An error before any status line may mean the node read our status as an
+        # answer to a prompt: ask once more rather than wait for nothing.
+        if ((!resent)) && grep -q '^error:' <<<"$reply"; then
+            ((errors_at >= 0)) || errors_at=$i
+            if ((i - errors_at >= 10)); then
+                send_line "$id" status
+                resent=1
+            fi
+        fi
         sleep 0.05
     done
+    if [[ -n $reply ]]; then
+        echo "cluster.sh: node $id gave no status line after its reply within 10 s" >&2
+        print_reply "$reply"
+        return 1
+    fi
     die "node $id did not answer within 10 s"
+}
+
+# Prints a reply; fails if it holds an `error:` line, so callers can rely on $?.
+print_reply() {
+    [[ -n $1 ]] && printf '%s\n' "$1"
+    ! grep -q '^error:' <<<"$1"
 }
 
 # Sends severLink/restoreLink ($1) at both ends of the link $2-$3 and says
@@ -538,23 +695,26 @@ sub=${ARGS[0]}
 set -- "${ARGS[@]:1}"
 case $sub in
     start)
-        (($# <= 1)) || die "usage: start [N]"
+        (($# <= 1)) || usage_error "usage: start [N]"
         cmd_start "${1:-}"
         ;;
     send)
-        (($# >= 2)) || die "usage: send ID COMMAND..."
+        (($# >= 2)) || usage_error "usage: send ID COMMAND..."
         check_id "$1"
         id=$1
         shift
         send_to "$id" "$*"
         ;;
     ask)
-        (($# >= 2)) || die "usage: ask ID COMMAND..."
+        (($# >= 2)) || usage_error "usage: ask ID COMMAND..."
         check_id "$1"
+        if (($# == 2)) && usage=$(bare_usage "$2"); then
+            usage_error "ask: $2 needs its arguments: ask $1 $usage"
+        fi
         cmd_ask "$@"
         ;;
     crash)
-        (($# == 1)) || die "usage: crash ID"
+        (($# == 1)) || usage_error "usage: crash ID"
         check_id "$1"
         send_to "$1" crashNode
         await_exit "$1" || die "node $1 still runs 10 s after crashNode"
@@ -562,7 +722,7 @@ case $sub in
         echo "node $1 crashed"
         ;;
     kill)
-        (($# == 1)) || die "usage: kill ID"
+        (($# == 1)) || usage_error "usage: kill ID"
         check_id "$1"
         pid=$(live_pid "$1") || die "node $1 is not running"
         kill -KILL "$pid"
@@ -571,10 +731,11 @@ case $sub in
         echo "killed node $1 (pid $pid)"
         ;;
     restart)
-        (($# == 1)) || die "usage: restart ID"
+        (($# == 1)) || usage_error "usage: restart ID"
         check_id "$1"
         running "$1" && die "node $1 is running"
         need_bin
+        check_node_flags
         port=$(node_port "$1")
         [[ -n $port ]] && port_in_use "$port" && die "port $port of node $1 is in use"
         start_node "$1"
@@ -582,10 +743,10 @@ case $sub in
         echo "restarted node $1 (pid $(<"$(pidf "$1")"))"
         ;;
     sever | restore)
-        (($# == 2)) || die "usage: $sub A B"
+        (($# == 2)) || usage_error "usage: $sub A B"
         check_id "$1"
         check_id "$2"
-        [[ $1 != "$2" ]] || die "$sub: A and B must differ"
+        [[ $1 != "$2" ]] || usage_error "$sub: A and B must differ"
         verb=severLink
         [[ $sub == restore ]] && verb=restoreLink
         cmd_link "$verb" "$1" "$2"
@@ -594,7 +755,7 @@ case $sub in
         cmd_wait "$@"
         ;;
     status)
-        (($# == 0)) || die "usage: status"
+        (($# == 0)) || usage_error "usage: status"
         cmd_status
         ;;
     logs)
@@ -604,17 +765,17 @@ case $sub in
             cmd_follow "$@"
             exit 0
         fi
-        (($# == 1)) || die "usage: logs ID, or logs -f [ID...]"
+        (($# == 1)) || usage_error "usage: logs ID, or logs -f [ID...]"
         check_id "$1"
         cat "$(logf "$1")"
         ;;
     audit)
-        (($# == 0)) || die "usage: audit"
+        (($# == 0)) || usage_error "usage: audit"
         need_bin
         exec "$BIN" audit --data "$DIR"
         ;;
     stop)
-        (($# == 0)) || die "usage: stop"
+        (($# == 0)) || usage_error "usage: stop"
         # Exactly the nodes whose pid files this script wrote.
         shopt -s nullglob
         for f in "$DIR"/node*.pid; do
@@ -625,7 +786,6 @@ case $sub in
         rm -f "$DIR"/node*.fifo
         ;;
     *)
-        usage >&2
-        exit 2
+        usage_error "unknown subcommand '$sub'"
         ;;
 esac

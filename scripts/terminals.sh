@@ -39,6 +39,13 @@ die() {
     exit 1
 }
 
+# A usage error: one line and a pointer to --help, exit 2; nothing has been changed.
+usage_error() {
+    echo "terminals.sh: error: $*" >&2
+    echo "try 'scripts/terminals.sh --help'" >&2
+    exit 2
+}
+
 DIR="$ROOT/data"
 FRESH=0
 NODES=5
@@ -51,24 +58,45 @@ while (($#)); do
     case $1 in
         -h | --help) usage; exit 0 ;;
         --fresh) FRESH=1; shift ;;
-        --data) (($# >= 2)) || die "--data needs a directory"; DIR=$2; shift 2 ;;
-        --nodes) (($# >= 2)) || die "--nodes needs a number"; NODES=$2; shift 2 ;;
-        --base-port) (($# >= 2)) || die "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
-        --delay) (($# >= 2)) || die "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
+        --data) (($# >= 2)) || usage_error "--data needs a directory"; DIR=$2; shift 2 ;;
+        --nodes) (($# >= 2)) || usage_error "--nodes needs a number"; NODES=$2; shift 2 ;;
+        --base-port) (($# >= 2)) || usage_error "--base-port needs a number"; BASE_PORT=$2; shift 2 ;;
+        --delay) (($# >= 2)) || usage_error "--delay needs MIN..MAX"; DELAY=$2; shift 2 ;;
         --delay=*) DELAY=${1#*=}; shift ;;
         --verbose | --classroom) NODE_FLAGS+=("$1"); shift ;;
-        --phase-delay) (($# >= 2)) || die "--phase-delay needs a duration"; NODE_FLAGS+=("$1" "$2"); shift 2 ;;
+        --phase-delay) (($# >= 2)) || usage_error "--phase-delay needs a duration"; NODE_FLAGS+=("$1" "$2"); shift 2 ;;
         --phase-delay=*) NODE_FLAGS+=(--phase-delay "${1#*=}"); shift ;;
-        --session) (($# >= 2)) || die "--session needs a name"; SESSION=$2; shift 2 ;;
+        --session) (($# >= 2)) || usage_error "--session needs a name"; SESSION=$2; shift 2 ;;
         --no-attach) ATTACH=0; shift ;;
-        *) echo "terminals.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+        *) usage_error "unknown argument '$1'" ;;
     esac
 done
-[[ $NODES =~ ^[1-9][0-9]*$ ]] || die "bad --nodes '$NODES'"
-[[ $BASE_PORT =~ ^[0-9]+$ ]] || die "bad --base-port '$BASE_PORT'"
-[[ $SESSION =~ ^[A-Za-z0-9_-]+$ ]] || die "bad --session '$SESSION' (letters, digits, _ and - only)"
+if ! [[ $NODES =~ ^[1-9][0-9]{0,3}$ ]] || ((NODES % 2 == 0)); then
+    usage_error "--nodes: expected an odd number, not '$NODES'"
+fi
+if ! [[ $BASE_PORT =~ ^[0-9]{1,5}$ ]] || ((10#$BASE_PORT + NODES - 1 > 65535)); then
+    usage_error "--base-port: expected a port that leaves room for $NODES nodes, not '$BASE_PORT'"
+fi
+[[ $SESSION =~ ^[A-Za-z0-9_-]+$ ]] || usage_error "bad --session '$SESSION' (letters, digits, _ and - only)"
 [[ $DIR == /* ]] || DIR="$PWD/$DIR"
 DIR=${DIR%/}
+
+BIN=${BENMO_BIN:-$ROOT/target/release/benmo}
+if [[ -z ${BENMO_BIN:-} ]] && command -v cargo >/dev/null 2>&1; then
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+[[ -x $BIN ]] || die "no binary at $BIN"
+
+# benmo itself judges the node flags, against an empty temp dir, before anything is
+# initialised: it exits 2 on a usage error, else 1 as it finds no cluster there.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/terminals-sh.XXXXXX")
+rc=0
+out=$("$BIN" node 0 --data "$tmp/none" ${DELAY:+--delay "$DELAY"} "${NODE_FLAGS[@]}" </dev/null 2>&1) || rc=$?
+rm -rf "$tmp"
+if ((rc == 2)); then
+    out=${out%%$'\n'*}
+    usage_error "${out#error: }"
+fi
 
 if ! command -v tmux >/dev/null 2>&1; then
     cat >&2 <<EOF
@@ -81,12 +109,6 @@ fi
 
 tmux has-session -t "=$SESSION" 2>/dev/null &&
     die "tmux session '$SESSION' already exists: attach with 'tmux attach -t $SESSION', or end it with 'tmux kill-session -t $SESSION'"
-
-BIN=${BENMO_BIN:-$ROOT/target/release/benmo}
-if [[ -z ${BENMO_BIN:-} ]] && command -v cargo >/dev/null 2>&1; then
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
 
 # Nodes that scripts/cluster.sh runs in the background on this data dir.
 shopt -s nullglob

@@ -1,4 +1,4 @@
-//! The `benmo` command: `init`, `node`, `audit` and `bench`.
+//! The `benmo` command: `init`, `node`, `audit`, `bench` and `trace`.
 //!
 //! Exit status: 0 success, 1 runtime error (`error: ...` on stderr), 2 usage error (one line
 //! and a hint on stderr). Stdout carries only results and help.
@@ -39,15 +39,13 @@ fn dispatch(mut words: Vec<String>) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::from(2));
     }
     let command = words.remove(0);
-    if command == "trace" {
-        return Ok(benmo::trace::main(words));
-    }
     let args = Args::new(words);
     let help = match command.as_str() {
         "init" => cli::INIT_HELP,
         "node" => cli::NODE_HELP,
         "audit" => cli::AUDIT_HELP,
         "bench" => cli::BENCH_HELP,
+        "trace" => cli::TRACE_HELP,
         "help" | "-h" | "--help" => cli::USAGE,
         "-V" | "--version" => return version(),
         other => return Err(unknown_command(other)),
@@ -70,6 +68,10 @@ fn run(command: &str, args: Args) -> Result<ExitCode, Fail> {
             node::run(opts).map_err(Fail::Run)?;
         }
         "audit" => return audit(args),
+        "trace" => {
+            let opts = benmo::trace::Options::parse(args).map_err(Fail::usage("trace"))?;
+            benmo::trace::run(&opts).map_err(Fail::Run)?;
+        }
         _ => {
             let opts = benmo::bench::Options::parse(args).map_err(Fail::usage("bench"))?;
             benmo::bench::run(&opts).map_err(Fail::Run)?;

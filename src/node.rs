@@ -143,10 +143,12 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let core = Core::recover(params, opened.ledger, opened.records);
+    let mut core = Core::recover(params, opened.ledger, opened.records);
     let trace = open_trace(&dir, id)?;
     let mut store = opened.store;
     compact(&mut store, &core);
+    // Peers vouch that this disk is not older than what they saw from it (a restored copy).
+    core.check_start(opts.recover);
     let console = Console {
         interactive: io::stdin().is_terminal(),
         id,
@@ -219,19 +221,19 @@ fn spawn_local_inputs(stdin: LineReader, console: Console) -> Result<Receiver<Lo
     Ok(rx)
 }
 
-/// One process per node dir: locks `dir/lock` (see `lock`), or says which process has it.
+/// One process per node dir: locks the dir (see `lock`), or says which process has it.
 /// A dir that does not exist is left for `Store::open` to report as not initialised.
 fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, String> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    lock::acquire(dir).map(Some).map_err(|e| match e {
-        lock::LockError::Busy { .. } => format!(
-            "node {id} is already running ({}, which holds {}); stop it first",
+    lock::acquire(dir).map(Some).map_err(|e| match &e {
+        lock::LockError::Busy { path, .. } => format!(
+            "node {id} is already running ({}, which holds the lock on {}); stop it first",
             e.holder(),
-            dir.join(lock::LOCK_FILE).display()
+            path.display()
         ),
-        e => e.to_string(),
+        _ => e.to_string(),
     })
 }
 
@@ -240,7 +242,7 @@ fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, S
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
         Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| store_error(&e))?;
-    if done.moved.is_empty() {
+    if done.notes.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
     done.notes.iter().for_each(|n| eprintln!("note: {n}"));
@@ -330,18 +332,13 @@ impl EventLoop {
         let mut lines = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => {
-                    if let (Event::Message { from, env }, Some(trace)) = (&e, &mut self.trace) {
-                        trace.received(trace::now_ms(), *from, env.id, &env.msg);
-                    }
-                    self.core.handle(now, e, &mut actions)
-                }
+                Local::Event(e) => self.feed(now, e, &mut actions),
                 Local::Print(line) => lines.push((actions.len(), line)),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        self.core.handle(now, Event::Tick, &mut actions);
+        self.feed(now, Event::Tick, &mut actions);
         let mut parts = interleave(actions, lines);
         let writes: Vec<Durable> = parts
             .iter_mut()
@@ -370,6 +367,26 @@ impl EventLoop {
             compact(&mut self.store, &self.core);
             self.compact_at = COMPACT_BYTES.max(2 * self.store.wal_bytes());
         }
+    }
+
+    /// Feeds one event to the core. The trace notes receipts, severs and restores, and
+    /// what became of this node's candidacy or leadership (step-downs, timeouts).
+    fn feed(&mut self, now: u64, event: Event, actions: &mut Vec<Action>) {
+        let Some(trace) = &mut self.trace else {
+            return self.core.handle(now, event, actions);
+        };
+        let t = trace::now_ms();
+        let peer_ok = |p: &NodeId| *p != self.core.id() && *p < self.core.ledger().balances.len();
+        match &event {
+            Event::Message { from, env } => trace.received(t, *from, env.id, &env.msg),
+            Event::Command(Command::Sever(p)) if peer_ok(p) => trace.link(t, *p, false),
+            Event::Command(Command::Restore(p)) if peer_ok(p) => trace.link(t, *p, true),
+            _ => {}
+        }
+        let tick = matches!(event, Event::Tick);
+        let before = self.core.role_ballot().map(|b| (b, self.core.is_leader()));
+        self.core.handle(now, event, actions);
+        trace.role_change(t, before, self.core.role_ballot(), tick);
     }
 
     /// Durability first: nothing of this batch leaves the process before this returns.
@@ -402,8 +419,16 @@ impl EventLoop {
             Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
             Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
+                if let Some(trace) = &mut self.trace {
+                    trace.crashed(trace::now_ms()).ok();
+                }
                 writeln!(out, "node {} crashing", self.core.id()).ok();
                 out.flush().ok();
+                std::process::exit(1);
+            }
+            Action::Fatal(line) => {
+                out.flush().ok();
+                eprintln!("error: {line}");
                 std::process::exit(1);
             }
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
@@ -415,6 +440,7 @@ impl EventLoop {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
                     id: 0,
+                    seq: 0,
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
@@ -458,8 +484,10 @@ impl EventLoop {
         writeln!(out, "chain depth {}", self.store.depth()).ok();
     }
 
-    /// Stamps the envelope with a fresh id, notes it in the trace, and sends it.
+    /// Stamps the envelope with a fresh id and the last completed sync, notes it in the
+    /// trace, and sends it.
     fn send(&mut self, to: &[NodeId], mut env: Envelope) {
+        env.seq = self.store.seq();
         if let Some(trace) = &mut self.trace {
             env.id = trace.next_id();
             trace.sent(trace::now_ms(), env.id, to, &env.msg);

@@ -46,6 +46,14 @@ pub fn reply(r: &Reply) -> String {
             };
             format!("link {peer} {} {heard}", link_state(*state))
         }
+        Reply::RolledBack {
+            node,
+            from,
+            seen,
+            disk,
+        } => format!(
+            "note: node {node}'s state is older than what node {from} has seen from it (sync {seen}, disk holds {disk}): recovering it from its peers"
+        ),
         Reply::LinkSet { peer, severed } => {
             format!(
                 "link {peer} {}",
@@ -349,6 +357,17 @@ fn wordings(s: &Step) -> Vec<String> {
                 format!("{at}: decided {{V}} (from node {from})"),
             ]
         }
+        Step::IgnoredBlocks { depth, from } => vec![format!(
+            "ignored blocks from depth {depth} from node {from}"
+        )],
+        Step::RolledBackRecovering { from, seen, disk } => vec![
+            format!("its state is older than what node {from} has seen from it (sync {seen}, disk holds {disk}); already recovering lost state"),
+            format!("disk older than node {from} saw ({disk} < {seen}); recovering"),
+        ],
+        Step::StartChecked { answered } => vec![
+            format!("start check: {answered} peers have seen nothing newer than its disk; voting"),
+            format!("start check: {answered} peers saw nothing newer; voting"),
+        ],
         Step::CommittedBlock { depth, head, transfers } => {
             let n = match transfers {
                 1 => "1 transfer".to_string(),
@@ -374,6 +393,7 @@ fn step_down(why: &StepDown) -> Vec<String> {
             "blocks past its depth were decided without it".to_string(),
             "blocks were decided without it".to_string(),
         ],
+        StepDown::RolledBack => vec!["its state was rolled back".to_string()],
         StepDown::NoMajority { heard, nodes, ms } => vec![
             format!("heard from {heard} of {nodes} nodes in {ms} ms, not a majority"),
             format!("heard {heard} of {nodes} in {ms} ms, no majority"),

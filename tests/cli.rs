@@ -35,7 +35,7 @@ fn soon() -> Instant {
 #[test]
 fn help_and_version_go_to_stdout_and_exit_0() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["init", "node", "audit", "bench"] {
+    for sub in ["init", "node", "audit", "bench", "trace"] {
         for flag in ["--help", "-h"] {
             let out = benmo(dir.path(), &[sub, flag]);
             let help = text(&out.stdout);
@@ -71,6 +71,10 @@ fn usage_errors_are_one_line_and_a_hint_with_exit_2() {
         (&["audit", "extra"], "unexpected argument"),
         (&["bench", "--nodes"], "needs a value"),
         (&["--frob"], "unknown flag"),
+        (&["trace", "--fromat", "svg"], "did you mean --format?"),
+        (&["trace", "--format=png"], "expected svg or text"),
+        (&["trace", "--depth", "last"], "not a depth"),
+        (&["trace", "extra"], "unexpected argument"),
     ] {
         let out = benmo(dir.path(), args);
         let err = text(&out.stderr);
@@ -105,6 +109,9 @@ fn runtime_errors_go_to_stderr_with_exit_1() {
     let out = benmo(dir.path(), &["node", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("benmo init"));
+    let out = benmo(dir.path(), &["trace", "--format=svg", "--data", "missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: no traces found in "));
 }
 
 #[test]

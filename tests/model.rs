@@ -355,6 +355,7 @@ impl Benmo {
                 let start = (from.max(1) as usize - 1).min(chain.len());
                 let env = Envelope {
                     id: 0,
+                    seq: 0,
                     depth: chain.len() as u64,
                     msg: Message::Blocks {
                         blocks: chain[start..].to_vec(),
@@ -368,6 +369,7 @@ impl Benmo {
                 self.crash(s, x);
                 return false;
             }
+            Action::Fatal(line) => unreachable!("the model runs no start check: {line}"),
             Action::PrintChain { .. } => {}
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }

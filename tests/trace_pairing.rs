@@ -159,6 +159,9 @@ fn check_round(traces: &Traces, index: &Index, seed: u64, depth: u64) -> usize {
             Fate::Delivered => entry.0 += 1,
             Fate::Lost => entry.1 += 1,
             Fate::Unknown => panic!("{at}: {row:?} is unknown, yet every trace covers the run"),
+            Fate::Dropped => {
+                panic!("{at}: {row:?} is dropped, yet the simulator drops nothing on purpose")
+            }
         }
     }
     let mut lost = 0;

@@ -135,6 +135,13 @@ impl Core {
                 // Someone decided past us: our leadership is stale.
                 self.step_down(StepDown::BlocksWithout, out);
             }
+            if block.depth > self.ledger.depth + 1 {
+                // A reply to a request from before our chain was cut (`--recover`), kept
+                // by a peer that was stalled meanwhile: not a bad block. Ask again.
+                let depth = block.depth;
+                self.narrate(out, || Step::IgnoredBlocks { depth, from });
+                break;
+            }
             if let Err(e) = self.ledger.apply(&block) {
                 out.push(Action::Reply(Reply::BadBlock {
                     depth: block.depth,

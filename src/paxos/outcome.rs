@@ -60,6 +60,14 @@ pub enum Reply {
         peer: NodeId,
         severed: bool,
     },
+    /// The start check found this node's disk older than what peer `from` has seen from it
+    /// (sync numbers `seen` and `disk`): with `--recover`, it rebuilds from its peers.
+    RolledBack {
+        node: NodeId,
+        from: NodeId,
+        seen: u64,
+        disk: u64,
+    },
 }
 
 impl Reply {
@@ -148,6 +156,8 @@ pub enum StepDown {
     BlocksWithout,
     /// Too few peers answered within a quorum period.
     NoMajority { heard: usize, nodes: usize, ms: u64 },
+    /// Its state was rolled back (see `Reply::RolledBack`).
+    RolledBack,
 }
 
 /// One step of the protocol, narrated in verbose mode (the `[paxos]` lines). `have` counts
@@ -296,5 +306,20 @@ pub enum Step {
         depth: u64,
         head: Hash,
         transfers: usize,
+    },
+    /// Blocks that do not follow its chain (a reply to a request from before `--recover`).
+    IgnoredBlocks {
+        depth: u64,
+        from: NodeId,
+    },
+    /// A rolled-back disk noticed while already recovering lost state.
+    RolledBackRecovering {
+        from: NodeId,
+        seen: u64,
+        disk: u64,
+    },
+    /// The start check is done: `answered` peers have seen nothing newer than its disk.
+    StartChecked {
+        answered: usize,
     },
 }

@@ -56,6 +56,7 @@ fn reply_kind(r: &Reply) -> usize {
         Reply::Status(_) => 11,
         Reply::Link { .. } => 12,
         Reply::LinkSet { .. } => 13,
+        Reply::RolledBack { .. } => 14,
     }
 }
 
@@ -132,6 +133,15 @@ fn reply_goldens() -> Vec<(Reply, &'static str)> {
             },
             "link 2 severed",
         ),
+        (
+            Reply::RolledBack {
+                node: 2,
+                from: 1,
+                seen: 120,
+                disk: 87,
+            },
+            "note: node 2's state is older than what node 1 has seen from it (sync 120, disk holds 87): recovering it from its peers",
+        ),
     ]
 }
 
@@ -140,7 +150,7 @@ fn every_reply_renders_as_its_golden_line() {
     let goldens = reply_goldens();
     let mut kinds: Vec<usize> = goldens.iter().map(|(r, _)| reply_kind(r)).collect();
     kinds.dedup();
-    assert_eq!(kinds, (0..14).collect::<Vec<_>>(), "one golden per variant");
+    assert_eq!(kinds, (0..15).collect::<Vec<_>>(), "one golden per variant");
     for (r, line) in goldens {
         assert_eq!(reply(&r), line, "{r:?}");
     }
@@ -283,6 +293,9 @@ fn step_kind(s: &Step) -> usize {
         Step::RoundOver { .. } => 23,
         Step::Learned { .. } => 24,
         Step::CommittedBlock { .. } => 25,
+        Step::IgnoredBlocks { .. } => 26,
+        Step::RolledBackRecovering { .. } => 27,
+        Step::StartChecked { .. } => 28,
     }
 }
 
@@ -477,6 +490,22 @@ fn step_goldens() -> Vec<(Step, &'static str)> {
             },
             "14:02:07.113 [paxos] node 3: committed block 2 head abababababab (2 transfers)",
         ),
+        (
+            Step::IgnoredBlocks { depth: 9, from: 1 },
+            "14:02:07.113 [paxos] node 3: ignored blocks from depth 9 from node 1",
+        ),
+        (
+            Step::RolledBackRecovering {
+                from: 1,
+                seen: 120,
+                disk: 87,
+            },
+            "14:02:07.113 [paxos] node 3: disk older than node 1 saw (87 < 120); recovering",
+        ),
+        (
+            Step::StartChecked { answered: 4 },
+            "14:02:07.113 [paxos] node 3: start check: 4 peers saw nothing newer; voting",
+        ),
     ]
 }
 
@@ -485,7 +514,7 @@ fn every_step_renders_as_its_golden_line() {
     let goldens = step_goldens();
     let mut kinds: Vec<usize> = goldens.iter().map(|(s, _)| step_kind(s)).collect();
     kinds.dedup();
-    assert_eq!(kinds, (0..26).collect::<Vec<_>>(), "one golden per variant");
+    assert_eq!(kinds, (0..29).collect::<Vec<_>>(), "one golden per variant");
     for (s, line) in goldens {
         assert_eq!(narration(CLOCK, 3, &s, false), line, "{s:?}");
     }

@@ -19,11 +19,10 @@ mod tests;
 
 pub use writer::{next_incarnation, now_ms, TraceWriter, ROTATED_FILE, TRACE_CAP, TRACE_FILE};
 
+use crate::cli::Args;
+use crate::human;
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
-
-pub const USAGE: &str =
-    "usage: benmo trace [--data DIR] [--depth D] [--format svg|text] [--out FILE]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -41,21 +40,17 @@ pub struct Options {
 }
 
 impl Options {
-    /// Parses the words after `trace`. The format defaults to SVG when `--out` ends in .svg.
-    pub fn parse(words: &[String]) -> Result<Options, String> {
-        let mut data = crate::config::default_data_dir();
-        let (mut depth, mut format, mut out) = (None, None, None);
-        let mut it = words.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--data" => data = PathBuf::from(value()?),
-                "--depth" => depth = Some(number(value()?)?),
-                "--format" => format = Some(format_of(value()?)?),
-                "--out" => out = Some(PathBuf::from(value()?)),
-                other => return Err(format!("unexpected '{other}'\n{USAGE}")),
-            }
-        }
+    /// Parses the words after `trace` (errors are usage errors). The format defaults to SVG
+    /// when `--out` ends in .svg.
+    pub fn parse(mut args: Args) -> Result<Options, String> {
+        let data = args.data()?;
+        let depth = match args.value("--depth")? {
+            Some(d) => Some(number(&d)?),
+            None => None,
+        };
+        let format = args.value("--format")?.map(|f| format_of(&f)).transpose()?;
+        let out = args.value("--out")?.map(PathBuf::from);
+        args.rest(0)?;
         let svg_out = out
             .as_ref()
             .is_some_and(|o: &PathBuf| o.extension().is_some_and(|e| e == "svg"));
@@ -71,36 +66,26 @@ impl Options {
 
 fn number(text: &str) -> Result<u64, String> {
     text.parse()
-        .map_err(|_| format!("--depth: '{text}' is not a depth"))
+        .map_err(|_| format!("--depth: '{text}' is not a depth (a whole number)"))
 }
 
 fn format_of(text: &str) -> Result<Format, String> {
     match text {
         "svg" => Ok(Format::Svg),
         "text" => Ok(Format::Text),
-        _ => Err(format!("--format: expected svg or text, not '{text}'")),
+        _ => Err(format!(
+            "--format: expected svg or text, not '{text}'{}",
+            human::suggestion(text, &["svg", "text"])
+        )),
     }
 }
 
 /// `benmo trace ...`: prints the picture, or writes it to `--out` and prints the path.
-pub fn main(words: Vec<String>) -> ExitCode {
-    if words.iter().any(|w| w == "-h" || w == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    match Options::parse(&words).and_then(|o| run(&o)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(opts: &Options) -> Result<(), String> {
+pub fn run(opts: &Options) -> Result<(), String> {
     let picture = draw(opts)?;
     let Some(out) = &opts.out else {
-        print!("{}", picture.text);
+        // Written, not print!: `benmo trace | head` closing the pipe is not a panic.
+        let _ = std::io::stdout().lock().write_all(picture.text.as_bytes());
         return Ok(());
     };
     std::fs::write(out, &picture.text)

@@ -64,6 +64,7 @@ fn load_node(dir: &Path, id: NodeId, notes: &mut Vec<String>) -> Option<Vec<Rec>
         let label = format!("node{id}/{name}");
         parse_into(&text, &label, &mut recs, notes);
     }
+    super::record::mark_kills(&mut recs);
     found.then_some(recs)
 }
 

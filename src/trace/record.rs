@@ -9,6 +9,19 @@
 //! {"t":...,"node":0,"ev":"commit","depth":7,"proposer":0,"value":["0.3","2.1"],"txs":2}
 //! {"t":...,"node":0,"ev":"stop"}
 //! ```
+//!
+//! What a student did, and what the node decided by itself, is recorded too:
+//!
+//! ```text
+//! {"t":...,"node":0,"ev":"sever","peer":2}          severLink 2 (and "restore")
+//! {"t":...,"node":0,"ev":"crash"}                   crashNode, just before exiting
+//! {"t":...,"node":0,"ev":"drop","id":...,"to":[3],"msg":{...}}   a message held back
+//! {"t":...,"node":1,"ev":"stepdown","ballot":"2.1","leading":true}
+//! {"t":...,"node":1,"ev":"timeout","ballot":"2.1"}  its election timed out
+//! ```
+//!
+//! A `kill -9` leaves no record: the reader puts an inferred `crash` after the last record
+//! before the next `start` (`mark_kills`).
 
 use crate::ledger::{NodeId, Transfer};
 use crate::paxos::{Ballot, Message};
@@ -43,6 +56,12 @@ pub(crate) struct Out<'a> {
     pub value: Option<Ids<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub txs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<NodeId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ballot: Option<Shown<'a, Ballot>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leading: Option<bool>,
 }
 
 impl<'a> Out<'a> {
@@ -60,6 +79,9 @@ impl<'a> Out<'a> {
             proposer: None,
             value: None,
             txs: None,
+            peer: None,
+            ballot: None,
+            leading: None,
         }
     }
 }
@@ -79,7 +101,7 @@ impl Serialize for Ids<'_> {
 }
 
 /// Serializes any `Display` as a string without building one first.
-struct Shown<'a, T>(&'a T);
+pub(crate) struct Shown<'a, T>(pub &'a T);
 
 impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +151,7 @@ impl Serialize for Summary<'_> {
                 m.serialize_entry("promised", &Shown(promised))?;
                 m.serialize_entry("depth", top)?;
             }
+            Message::StartCheck { .. } | Message::StartSeen { .. } => {}
         }
         m.end()
     }
@@ -149,6 +172,8 @@ fn kind_name(msg: &Message) -> &'static str {
         Message::Blocks { .. } => "blocks",
         Message::Probe { .. } => "probe",
         Message::ProbeReply { .. } => "probereply",
+        Message::StartCheck { .. } => "startcheck",
+        Message::StartSeen { .. } => "startseen",
     }
 }
 
@@ -169,6 +194,8 @@ pub enum Kind {
     Blocks,
     Probe,
     Probereply,
+    Startcheck,
+    Startseen,
 }
 
 /// A value as read back: up to `VALUE_IDS` transfer ids and the full count.
@@ -224,11 +251,52 @@ fn value_of(ids: &Option<Vec<String>>, txs: Option<usize>) -> Option<Value> {
 /// What happened, as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ev {
-    Start { inc: u64 },
+    Start {
+        inc: u64,
+    },
     Stop,
-    Send { id: u64, to: Vec<NodeId>, msg: Msg },
-    Recv { from: NodeId, id: u64, msg: Msg },
-    Commit { depth: u64, value: Value },
+    Send {
+        id: u64,
+        to: Vec<NodeId>,
+        msg: Msg,
+    },
+    Recv {
+        from: NodeId,
+        id: u64,
+        msg: Msg,
+    },
+    Commit {
+        depth: u64,
+        value: Value,
+    },
+    /// `severLink peer`.
+    Sever {
+        peer: NodeId,
+    },
+    /// `restoreLink peer`.
+    Restore {
+        peer: NodeId,
+    },
+    /// A crash: `crashNode` (recorded as it exits), or inferred (`killed`) from a `start`
+    /// with no clean stop before it.
+    Crash {
+        killed: bool,
+    },
+    /// A message to `to` held back on purpose (`drop`); `id` as for `Send`.
+    Drop {
+        id: u64,
+        to: NodeId,
+        msg: Msg,
+    },
+    /// It stopped running for leader, or stopped leading, with `ballot`.
+    StepDown {
+        ballot: Ballot,
+        leading: bool,
+    },
+    /// Its election with `ballot` timed out without a majority of promises.
+    Timeout {
+        ballot: Ballot,
+    },
 }
 
 /// One line of a trace, as read back.
@@ -252,6 +320,10 @@ struct Line {
     depth: Option<u64>,
     value: Option<Vec<String>>,
     txs: Option<usize>,
+    peer: Option<NodeId>,
+    #[serde(default, deserialize_with = "ballot")]
+    ballot: Option<Ballot>,
+    leading: Option<bool>,
 }
 
 impl Rec {
@@ -275,6 +347,19 @@ impl Rec {
                 depth: l.depth?,
                 value: value_of(&l.value, l.txs)?,
             },
+            "sever" => Ev::Sever { peer: l.peer? },
+            "restore" => Ev::Restore { peer: l.peer? },
+            "crash" => Ev::Crash { killed: false },
+            "drop" => Ev::Drop {
+                id: l.id?,
+                to: *l.to?.first()?,
+                msg: l.msg?,
+            },
+            "stepdown" => Ev::StepDown {
+                ballot: l.ballot?,
+                leading: l.leading.unwrap_or(false),
+            },
+            "timeout" => Ev::Timeout { ballot: l.ballot? },
             _ => return None,
         };
         Some(Rec {
@@ -301,4 +386,27 @@ pub fn parse_ballot(text: &str) -> Option<Ballot> {
         round: round.parse().ok()?,
         node: node.parse().ok()?,
     })
+}
+
+/// Puts an inferred crash after the last record before each `start` that has no clean
+/// `stop` (or recorded crash) before it: a `kill -9`, or a power cut, happened there.
+pub fn mark_kills(recs: &mut Vec<Rec>) {
+    let mut out = Vec::with_capacity(recs.len());
+    for rec in recs.drain(..) {
+        let unclean = matches!(rec.ev, Ev::Start { .. })
+            && out
+                .last()
+                .is_some_and(|p: &Rec| !matches!(p.ev, Ev::Stop | Ev::Crash { .. }));
+        if unclean {
+            let last: &Rec = out.last().expect("checked above");
+            let crash = Rec {
+                t: last.t,
+                node: last.node,
+                ev: Ev::Crash { killed: true },
+            };
+            out.push(crash);
+        }
+        out.push(rec);
+    }
+    *recs = out;
 }

@@ -16,6 +16,8 @@ pub enum Fate {
     Lost,
     /// Sent to a node whose trace does not cover the round: we cannot tell.
     Unknown,
+    /// Held back on purpose by the sender (`drop`).
+    Dropped,
 }
 
 /// Something that happened on one lifeline rather than between two.
@@ -23,10 +25,18 @@ pub enum Fate {
 pub enum Mark {
     Started,
     Restarted,
-    /// A start with no clean stop before it.
+    /// A crash: recorded by `crashNode`, or inferred after the last record before a start
+    /// with no clean stop.
     Crashed,
     Stopped,
+    /// The node learned the value and appended it to its chain.
     Committed,
+    /// The value was chosen: this node's accept made a majority for one ballot.
+    Chosen,
+    Severed,
+    Restored,
+    SteppedDown,
+    TimedOut,
 }
 
 /// One line of the picture, top to bottom.
@@ -56,6 +66,8 @@ pub struct Diagram {
     pub rows: Vec<Row>,
     /// The chosen value, as `0.3 2.1` or `empty`, when the traces show it.
     pub chosen: Option<String>,
+    /// How things stood when the round began: severed links, nodes down.
+    pub context: Vec<String>,
     /// One line per gap in what the traces cover.
     pub notes: Vec<String>,
 }
@@ -77,9 +89,18 @@ fn all_recs(traces: &Traces) -> impl Iterator<Item = &Rec> {
 
 fn msg_of(rec: &Rec) -> Option<&Msg> {
     match &rec.ev {
-        Ev::Send { msg, .. } | Ev::Recv { msg, .. } => Some(msg),
+        Ev::Send { msg, .. } | Ev::Recv { msg, .. } | Ev::Drop { msg, .. } => Some(msg),
         _ => None,
     }
+}
+
+/// Whether a record is something that happened on one lifeline (a start, a crash, a
+/// sever...), drawn when it falls within the round.
+fn is_life(ev: &Ev) -> bool {
+    !matches!(
+        ev,
+        Ev::Send { .. } | Ev::Recv { .. } | Ev::Drop { .. } | Ev::Commit { .. }
+    )
 }
 
 /// Which messages belong to the round at `depth`.
@@ -137,17 +158,135 @@ pub fn build(traces: &Traces, depth: u64) -> Result<Diagram, String> {
     let pairs = Pairs::new(&events);
     let order = causal_order(&events, &pairs);
     let gaps = gaps(traces, &events, &pairs);
-    let rows = order
-        .iter()
-        .flat_map(|&i| rows_for(traces, &events, i, &pairs, &gaps.missing))
-        .collect();
+    let mut votes = Votes::new(traces.nodes.len(), depth);
+    let mut rows = Vec::new();
+    for &i in &order {
+        rows.extend(rows_for(traces, &events, i, &pairs, &gaps.missing));
+        if let Some(mark) = votes.count(&events[i]) {
+            rows.push(mark);
+        }
+    }
     Ok(Diagram {
         depth,
         nodes: traces.nodes.len(),
         rows,
         chosen: chosen(&events, depth),
+        context: context(traces, &events),
         notes: gaps.notes,
     })
+}
+
+/// Counts the accepts of each ballot at the round's depth, in causal order, to find the
+/// moment the value was chosen: when one ballot's accepts first reach a majority. The
+/// leader accepts its own value as it sends Accept; an acceptor, as it sends Accepted (or,
+/// if its trace lacks that, when the leader receives it).
+struct Votes {
+    nodes: usize,
+    depth: u64,
+    by_ballot: HashMap<Ballot, BTreeSet<NodeId>>,
+    done: bool,
+}
+
+impl Votes {
+    fn new(nodes: usize, depth: u64) -> Votes {
+        Votes {
+            nodes,
+            depth,
+            by_ballot: HashMap::new(),
+            done: false,
+        }
+    }
+
+    /// The `Chosen` mark, on the node whose accept made the majority, the first time.
+    fn count(&mut self, e: &Event) -> Option<Row> {
+        let (voter, msg) = match &e.rec.ev {
+            Ev::Send { msg, .. } if matches!(msg.kind, Kind::Accept | Kind::Accepted) => {
+                (e.node, msg)
+            }
+            Ev::Recv { from, msg, .. } if msg.kind == Kind::Accepted => (*from, msg),
+            _ => return None,
+        };
+        let ballot = msg.ballot?;
+        if self.done || msg.depth != Some(self.depth) {
+            return None;
+        }
+        let voters = self.by_ballot.entry(ballot).or_default();
+        voters.insert(voter);
+        let majority = self.nodes / 2 + 1;
+        if voters.len() < majority {
+            return None;
+        }
+        self.done = true;
+        let label = format!(
+            "chosen: {} of {} nodes accepted {ballot} (majority {majority})",
+            voters.len(),
+            self.nodes
+        );
+        Some(Row::Mark {
+            node: voter,
+            mark: Mark::Chosen,
+            label,
+        })
+    }
+}
+
+/// How things stood when the round began, from what each node did before it: the links
+/// still severed and the nodes down, in a few short lines.
+fn context(traces: &Traces, events: &[Event]) -> Vec<String> {
+    let t0 = events.iter().map(|e| e.rec.t).min().unwrap_or(0);
+    let n = traces.nodes.len();
+    let mut cut = vec![vec![false; n]; n];
+    let mut down: Vec<Option<&str>> = vec![None; n];
+    for (node, recs) in traces.nodes.iter().enumerate() {
+        for r in recs.iter().flatten().take_while(|r| r.t < t0) {
+            match r.ev {
+                Ev::Sever { peer } if peer < n => cut[node][peer] = true,
+                Ev::Restore { peer } if peer < n => cut[node][peer] = false,
+                Ev::Crash { .. } => down[node] = Some("crashed"),
+                Ev::Stop => down[node] = Some("stopped"),
+                Ev::Start { .. } => {
+                    // A restarted node has forgotten its severed links.
+                    down[node] = None;
+                    cut[node].iter_mut().for_each(|c| *c = false);
+                }
+                _ => {}
+            }
+        }
+    }
+    let pairs = (0..n).flat_map(|a| (0..n).map(move |b| (a, b)));
+    let words: Vec<String> = pairs
+        .filter_map(|(a, b)| match (cut[a][b], cut[b][a]) {
+            (true, true) if a < b => Some(format!("{a}-{b}")),
+            (true, false) => Some(format!("{a}-{b} (at {a} only)")),
+            _ => None,
+        })
+        .collect();
+    let mut lines = Vec::new();
+    if !words.is_empty() {
+        lines.extend(wrap("links severed when it began:", &words));
+    }
+    let down: Vec<String> = (0..n)
+        .filter_map(|i| down[i].map(|how| format!("node {i} ({how})")))
+        .collect();
+    if !down.is_empty() {
+        lines.extend(wrap("down when it began:", &down));
+    }
+    lines
+}
+
+/// `head` and the words, in lines of at most 78 columns.
+fn wrap(head: &str, words: &[String]) -> Vec<String> {
+    let mut lines = vec![head.to_string()];
+    for w in words {
+        let last = lines.last_mut().expect("one line at least");
+        if last.len() + 1 + w.len() > 78 {
+            lines.push(format!("  {w}"));
+        } else {
+            last.push(' ');
+            last.push_str(w);
+        }
+    }
+    lines
 }
 
 /// The round's messages on every node, plus the starts and stops among them.
@@ -169,8 +308,7 @@ fn select<'a>(traces: &'a Traces, sel: &Selection) -> Vec<Event<'a>> {
         let (first, last) = (p.first().copied(), p.last().copied());
         for (local, rec) in recs.iter().enumerate() {
             let in_span = first.is_some_and(|f| local > f) && last.is_some_and(|l| local < l);
-            let life = matches!(rec.ev, Ev::Start { .. } | Ev::Stop)
-                && (in_span || (t0..=t1).contains(&rec.t));
+            let life = is_life(&rec.ev) && (in_span || (t0..=t1).contains(&rec.t));
             if life || p.binary_search(&local).is_ok() {
                 events.push(Event { node, local, rec });
             }
@@ -184,6 +322,8 @@ struct Pairs {
     /// For each event that is a receipt, the event index of its send, when traced.
     send_of: HashMap<usize, usize>,
     delivered: HashSet<(usize, NodeId)>,
+    /// (sender, id, recipient) of every message held back on purpose.
+    dropped: HashSet<(NodeId, u64, NodeId)>,
 }
 
 impl Pairs {
@@ -197,8 +337,12 @@ impl Pairs {
         let mut pairs = Pairs {
             send_of: HashMap::new(),
             delivered: HashSet::new(),
+            dropped: HashSet::new(),
         };
         for (i, e) in events.iter().enumerate() {
+            if let Ev::Drop { id, to, .. } = e.rec.ev {
+                pairs.dropped.insert((e.node, id, to));
+            }
             if let Ev::Recv { from, id, .. } = e.rec.ev {
                 if let Some(&s) = sends.get(&(from, id)) {
                     pairs.send_of.insert(i, s);
@@ -295,9 +439,11 @@ fn rows_for(
         Ev::Recv { from, id, msg } if *from != e.node => {
             vec![arrow(*from, e.node, *id, msg, Fate::Delivered)]
         }
+        Ev::Drop { id, to, msg } => vec![arrow(e.node, *to, *id, msg, Fate::Dropped)],
         Ev::Send { id, to, msg } => to
             .iter()
             .filter(|&&r| r != e.node && !pairs.delivered.contains(&(i, r)))
+            .filter(|&&r| !pairs.dropped.contains(&(e.node, *id, r)))
             .map(|&r| {
                 let fate = if missing.contains(&r) {
                     Fate::Unknown
@@ -353,7 +499,9 @@ fn mark(traces: &Traces, e: &Event) -> Option<Row> {
                     Mark::Started,
                     format!("node {node} started (incarnation {inc})"),
                 ),
-                Some(Ev::Stop) => (Mark::Restarted, format!("node {node} restarted ({inc})")),
+                Some(Ev::Stop | Ev::Crash { .. }) => {
+                    (Mark::Restarted, format!("node {node} restarted ({inc})"))
+                }
                 Some(_) => (
                     Mark::Crashed,
                     format!("node {node} crashed, restarted ({inc})"),
@@ -361,7 +509,38 @@ fn mark(traces: &Traces, e: &Event) -> Option<Row> {
             }
         }
         Ev::Stop => (Mark::Stopped, format!("node {node} stopped")),
-        Ev::Commit { depth, .. } => (Mark::Committed, format!("node {node} committed {depth}")),
+        Ev::Crash { killed: false } => (Mark::Crashed, format!("node {node} crashed (crashNode)")),
+        Ev::Crash { killed: true } => (
+            Mark::Crashed,
+            format!("node {node} crashed (killed; its last record)"),
+        ),
+        Ev::Commit { depth, .. } => (
+            Mark::Committed,
+            format!("node {node} learns it: commits depth {depth}"),
+        ),
+        Ev::Sever { peer } => (
+            Mark::Severed,
+            format!("node {node} severs its link to {peer}"),
+        ),
+        Ev::Restore { peer } => (
+            Mark::Restored,
+            format!("node {node} restores its link to {peer}"),
+        ),
+        Ev::StepDown {
+            ballot,
+            leading: true,
+        } => (
+            Mark::SteppedDown,
+            format!("node {node} steps down: stops leading {ballot}"),
+        ),
+        Ev::StepDown { ballot, .. } => (
+            Mark::SteppedDown,
+            format!("node {node} steps down: gives up ballot {ballot}"),
+        ),
+        Ev::Timeout { ballot } => (
+            Mark::TimedOut,
+            format!("node {node}: election {ballot} timed out"),
+        ),
         _ => return None,
     };
     Some(Row::Mark { node, mark, label })
@@ -374,7 +553,13 @@ fn chosen(events: &[Event], depth: u64) -> Option<String> {
         _ => None,
     });
     let value: Option<Value> = committed.or_else(|| {
-        let msgs = || events.iter().filter_map(|e| msg_of(e.rec));
+        let sent_or_received = |e: &&Event| matches!(e.rec.ev, Ev::Send { .. } | Ev::Recv { .. });
+        let msgs = || {
+            events
+                .iter()
+                .filter(sent_or_received)
+                .filter_map(|e| msg_of(e.rec))
+        };
         let decided = msgs().find(|m| m.kind == Kind::Decide)?.ballot;
         msgs()
             .find(|m| m.kind == Kind::Accept && m.ballot == decided && m.depth == Some(depth))?

@@ -33,7 +33,7 @@ fn style(kind: Kind) -> (&'static str, &'static str) {
 /// The whole SVG document.
 pub fn render(d: &Diagram) -> String {
     let bottom = TOP + ROW * d.rows.len() as f64;
-    let height = bottom + 40.0 + FOOT_LINE * (3 + d.notes.len()) as f64;
+    let height = bottom + 40.0 + FOOT_LINE * (6 + d.context.len() + d.notes.len()) as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -132,6 +132,20 @@ fn arrow(s: &mut String, nodes: usize, row: &Row, y: f64) {
     match fate {
         Fate::Delivered => {}
         Fate::Lost => cross(s, end, y, colour),
+        Fate::Dropped => {
+            let _ = writeln!(
+                s,
+                r#"<path d="M{},{} L{},{} M{},{} L{},{}" stroke="{colour}" stroke-width="2.5"/>"#,
+                end - 2.0,
+                y - 8.0,
+                end - 8.0,
+                y + 8.0,
+                end + 4.0,
+                y - 8.0,
+                end - 2.0,
+                y + 8.0
+            );
+        }
         Fate::Unknown => {
             let _ = writeln!(
                 s,
@@ -196,6 +210,31 @@ fn mark(s: &mut String, nodes: usize, row: &Row, y: f64) {
             );
         }
         Mark::Committed => circle(s, x, y, "#222222"),
+        Mark::Chosen => {
+            let _ = writeln!(
+                s,
+                r##"<path d="M{x},{} L{},{y} L{x},{} L{},{y} z" fill="#f2b400" stroke="#222222" stroke-width="1.5"/>"##,
+                y - 9.0,
+                x + 9.0,
+                y + 9.0,
+                x - 9.0
+            );
+        }
+        Mark::Severed | Mark::Restored | Mark::SteppedDown | Mark::TimedOut => {
+            let (glyph, colour) = match mark {
+                Mark::Severed => ("/", "#d62728"),
+                Mark::Restored => ("=", "#2ca02c"),
+                Mark::SteppedDown => ("v", "#555555"),
+                _ => ("T", "#555555"),
+            };
+            let _ = writeln!(
+                s,
+                r##"<rect x="{}" y="{}" width="14" height="14" fill="#ffffff" stroke="{colour}"/><text x="{x}" y="{}" text-anchor="middle" font-weight="bold" fill="{colour}">{glyph}</text>"##,
+                x - 7.0,
+                y - 7.0,
+                y + 5.0
+            );
+        }
     }
     // Labels go right of the lifeline, or left of the last one so they stay on the page.
     let (lx, anchor) = if *node + 1 == nodes && nodes > 1 {
@@ -226,8 +265,11 @@ fn footer(s: &mut String, d: &Diagram, top: f64) {
     let mut lines = vec![
         format!("Chosen at depth {}: {chosen}", d.depth),
         "Solid arrow: received. Dashed with a cross: sent, never received. Dashed with ?: the receiver's trace does not cover it.".to_string(),
-        "Red cross on a lifeline: crash and restart. Open circle: start. Square: clean stop. Black dot: commit.".to_string(),
+        "Dashed and cut: dropped on purpose (drop). Ballot R.N: round R of node N; a higher round wins.".to_string(),
+        "Red cross: crash. Open circle: start. Square: clean stop. / link severed. = link restored. v step down. T election timed out.".to_string(),
+        "Gold diamond: the value is chosen (a majority accepted one ballot). Black dot: a node learns it and commits.".to_string(),
     ];
+    lines.extend(d.context.iter().cloned());
     lines.extend(d.notes.iter().cloned());
     for (k, line) in lines.iter().enumerate() {
         let weight = if k == 0 { "bold" } else { "normal" };

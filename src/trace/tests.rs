@@ -136,7 +136,10 @@ fn traces(nodes: Vec<Option<Vec<Rec>>>) -> Traces {
     }
 }
 
+/// The traces as `read::load` gives them, kills inferred.
 fn all(nodes: Vec<Vec<Rec>>) -> Traces {
+    let mut nodes = nodes;
+    nodes.iter_mut().for_each(super::record::mark_kills);
     traces(nodes.into_iter().map(Some).collect())
 }
 
@@ -287,8 +290,23 @@ fn crash_and_restart_are_marked() {
             _ => None,
         })
         .collect();
-    assert_eq!(marks, vec!["node 2 crashed, restarted (2)"]);
-    assert!(text::render(&d).contains("  |     |     X   node 2 crashed, restarted (2)\n"));
+    // A kill leaves no record: the crash is drawn after its last record, not at the restart.
+    assert_eq!(
+        marks,
+        vec![
+            "node 2 crashed (killed; its last record)",
+            "node 2 restarted (2)"
+        ]
+    );
+    let ladder = text::render(&d);
+    let prepare = ladder.find("|---------->|   prepare").unwrap();
+    let crash = ladder
+        .find("  |     |     X   node 2 crashed (killed; its last record)\n")
+        .unwrap();
+    let restart = ladder
+        .find("  |     |     o   node 2 restarted (2)\n")
+        .unwrap();
+    assert!(prepare < crash && crash < restart, "{ladder}");
 }
 
 #[test]
@@ -363,15 +381,21 @@ fn writer_round_trip_survives_a_torn_line_and_notes_unreadable_ones() {
 
 #[test]
 fn options_default_to_text_and_to_svg_for_an_svg_file() {
-    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let o = Options::parse(&words("--data d --depth 4")).unwrap();
+    let words = |s: &str| crate::cli::Args::new(s.split_whitespace().map(String::from).collect());
+    let o = Options::parse(words("--data d --depth 4")).unwrap();
     assert_eq!((o.format, o.depth, o.out), (Format::Text, Some(4), None));
-    let o = Options::parse(&words("--out r.svg")).unwrap();
+    let o = Options::parse(words("--out r.svg")).unwrap();
     assert_eq!(o.format, Format::Svg);
-    let o = Options::parse(&words("--out r.svg --format text")).unwrap();
+    let o = Options::parse(words("--out r.svg --format text")).unwrap();
     assert_eq!(o.format, Format::Text);
-    assert!(Options::parse(&words("--format png")).is_err());
-    assert!(Options::parse(&words("--depth")).is_err());
+    assert!(Options::parse(words("--format png")).is_err());
+    assert!(Options::parse(words("--depth")).is_err());
+    let o = Options::parse(words("--format=svg --depth=3")).unwrap();
+    assert_eq!((o.format, o.depth), (Format::Svg, Some(3)));
+    let e = Options::parse(words("--fromat svg")).unwrap_err();
+    assert!(e.contains("did you mean --format?"), "{e}");
+    let e = Options::parse(words("--format txt")).unwrap_err();
+    assert!(e.contains("did you mean text?"), "{e}");
 }
 
 #[test]
@@ -379,4 +403,221 @@ fn no_traces_is_one_error() {
     let dir = tempfile::tempdir().unwrap();
     let e = read::load(dir.path()).unwrap_err();
     assert!(e.starts_with("no traces found in "), "{e}");
+}
+
+// ----- what a student did, and what the nodes did by themselves -----
+
+fn event<'a>(t: u64, node: usize, ev: &'static str, fill: impl FnOnce(&mut Out<'a>)) -> Rec {
+    let mut out = Out::new(t, node, ev);
+    fill(&mut out);
+    via_json(&out)
+}
+
+fn link(t: u64, node: usize, peer: usize, up: bool) -> Rec {
+    let ev = if up { "restore" } else { "sever" };
+    event(t, node, ev, |o| o.peer = Some(peer))
+}
+
+fn dropped(t: u64, node: usize, id: u64, to: usize, msg: &Message) -> Rec {
+    let to = [to];
+    let mut out = Out::new(t, node, "drop");
+    out.id = Some(id);
+    out.to = Some(&to);
+    out.msg = Some(Summary(msg));
+    via_json(&out)
+}
+
+/// A classroom round on three nodes. Before it, nodes 1 and 2 severed their link. Node 0
+/// (ballot 1.0) prepares depth 7; node 2's election 0.2 times out; node 0 drops its Accept
+/// to node 2 (`drop accept 2`); node 1's accept makes the majority; node 1 crashes
+/// (crashNode) and restarts; node 2 restores its link to 1; node 0 steps down.
+fn classroom_round() -> Vec<Vec<Rec>> {
+    let b10 = ballot(1, 0);
+    let b02 = ballot(0, 2);
+    let stepdown = |t, node, b: Ballot, leading| {
+        event(t, node, "stepdown", |o| {
+            o.ballot = Some(super::record::Shown(&b));
+            o.leading = Some(leading);
+        })
+    };
+    let n0 = vec![
+        start(900, 0, 1),
+        send(1010, 0, 1, &[1, 2], &prepare()),
+        recv(1030, 0, 1, 1, &promise()),
+        recv(1031, 0, 2, 1, &promise()),
+        send(1040, 0, 2, &[1], &accept()),
+        dropped(1040, 0, 2, 2, &accept()),
+        recv(1060, 0, 1, 2, &accepted()),
+        commit(1061, 0),
+        send(1070, 0, 3, &[1, 2], &decide()),
+        stepdown(1078, 0, b10, true),
+    ];
+    let n1 = vec![
+        start(900, 1, 1),
+        link(950, 1, 2, false),
+        recv(1020, 1, 0, 1, &prepare()),
+        send(1025, 1, 1, &[0], &promise()),
+        recv(1050, 1, 0, 2, &accept()),
+        send(1055, 1, 2, &[0], &accepted()),
+        event(1056, 1, "crash", |_| {}),
+        start(1075, 1, 2),
+        recv(1080, 1, 0, 3, &decide()),
+        commit(1081, 1),
+    ];
+    let n2 = vec![
+        start(900, 2, 1),
+        link(951, 2, 1, false),
+        recv(1021, 2, 0, 1, &prepare()),
+        event(1022, 2, "timeout", |o| {
+            o.ballot = Some(super::record::Shown(&b02))
+        }),
+        send(1026, 2, 1, &[0], &promise()),
+        link(1065, 2, 1, true),
+        recv(1082, 2, 0, 3, &decide()),
+    ];
+    vec![n0, n1, n2]
+}
+
+#[test]
+fn classroom_ladder_matches_the_golden_picture() {
+    let d = round::build(&all(classroom_round()), 7).unwrap();
+    let got = text::render(&d);
+    let want = include_str!("golden_classroom.txt");
+    assert_eq!(got, want, "got:\n{got}");
+    assert!(got.lines().all(|l| l.len() <= 80));
+}
+
+/// Each marker, as one exact line of the ladder and as text in the SVG.
+#[test]
+fn every_marker_is_drawn_in_both_pictures() {
+    let d = round::build(&all(classroom_round()), 7).unwrap();
+    let ladder = text::render(&d);
+    let svg = svg::render(&d);
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    let svg_text: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for (line, label) in [
+        (
+            "links severed when it began: 1-2",
+            "links severed when it began: 1-2",
+        ),
+        (
+            "  |- - -|- - d|   accept 1.0 depth 7: 0.3 2.1",
+            "accept 1.0 depth 7: 0.3 2.1",
+        ),
+        (
+            "  |     !     |   chosen: 2 of 3 nodes accepted 1.0 (majority 2)",
+            "chosen: 2 of 3 nodes accepted 1.0 (majority 2)",
+        ),
+        (
+            "  |     X     |   node 1 crashed (crashNode)",
+            "node 1 crashed (crashNode)",
+        ),
+        (
+            "  |     o     |   node 1 restarted (2)",
+            "node 1 restarted (2)",
+        ),
+        (
+            "  |     |     T   node 2: election 0.2 timed out",
+            "node 2: election 0.2 timed out",
+        ),
+        (
+            "  |     |     =   node 2 restores its link to 1",
+            "node 2 restores its link to 1",
+        ),
+        (
+            "  v     |     |   node 0 steps down: stops leading 1.0",
+            "node 0 steps down: stops leading 1.0",
+        ),
+        (
+            "  *     |     |   node 0 learns it: commits depth 7",
+            "node 0 learns it: commits depth 7",
+        ),
+    ] {
+        assert!(
+            ladder.contains(&format!("{line}\n")),
+            "no {line:?} in\n{ladder}"
+        );
+        assert!(svg_text.contains(&label), "no {label:?} in the SVG");
+    }
+    // The dropped accept is not also drawn as lost, and nothing else is lost.
+    let a = arrows(&d.rows);
+    assert!(!a.iter().any(|x| x.3 == Fate::Lost), "{a:?}");
+    assert_eq!(a.iter().filter(|x| x.3 == Fate::Dropped).count(), 1);
+    // Chosen comes before anyone learns it.
+    let chosen = ladder.find("chosen: 2 of 3").unwrap();
+    assert!(ladder.find("learns it").unwrap() > chosen);
+}
+
+#[test]
+fn a_sever_before_the_round_at_one_end_only_says_so() {
+    let mut nodes = golden_round(0);
+    nodes[2].insert(1, link(990, 2, 0, false));
+    nodes[1].insert(1, link(991, 1, 0, false));
+    nodes[1].insert(2, link(992, 1, 0, true));
+    let d = round::build(&all(nodes), 7).unwrap();
+    assert_eq!(
+        d.context,
+        vec!["links severed when it began: 2-0 (at 2 only)"]
+    );
+    // A restart forgets the node's severed links.
+    let mut nodes = golden_round(0);
+    nodes[2].insert(1, link(990, 2, 0, false));
+    nodes[2].insert(2, start(995, 2, 2));
+    assert!(round::build(&all(nodes), 7).unwrap().context.is_empty());
+}
+
+#[test]
+fn writer_records_what_a_student_did_and_it_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = dir.path().join("node0");
+    fs::create_dir(&node_dir).unwrap();
+    let mut w = TraceWriter::open_at(&node_dir, 0, 1, super::TRACE_CAP, 1).unwrap();
+    w.link(2, 3, false);
+    w.link(3, 3, true);
+    let id = w.next_id();
+    w.dropped(4, id, 2, &accept());
+    let (b, c) = (ballot(2, 0), ballot(3, 0));
+    // A candidacy lost on a tick timed out; a leadership lost on one is a step-down, as
+    // is any loss on a message; a candidacy won, or kept, is nothing.
+    w.role_change(5, Some((b, false)), None, true);
+    w.role_change(6, Some((b, true)), None, true);
+    w.role_change(7, Some((b, false)), None, false);
+    w.role_change(8, Some((b, false)), Some(b), true);
+    w.role_change(9, None, Some(c), false);
+    w.crashed(10).unwrap();
+    drop(w);
+    // A second incarnation, then a kill -9 (no record), then a third.
+    let mut w = TraceWriter::open_at(&node_dir, 0, 2, super::TRACE_CAP, 20).unwrap();
+    w.sent(21, 5, &[1], &prepare());
+    w.flush().unwrap();
+    drop(w);
+    let w = TraceWriter::open_at(&node_dir, 0, 3, super::TRACE_CAP, 30).unwrap();
+    drop(w);
+    let t = read::load(dir.path()).unwrap();
+    assert!(t.notes.is_empty(), "{:?}", t.notes);
+    let evs: Vec<(u64, &Ev)> = t.nodes[0]
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| (r.t, &r.ev))
+        .collect();
+    assert!(matches!(evs[1], (2, Ev::Sever { peer: 3 })));
+    assert!(matches!(evs[2], (3, Ev::Restore { peer: 3 })));
+    assert!(
+        matches!(evs[3], (4, Ev::Drop { to: 2, msg, .. }) if msg.kind == super::record::Kind::Accept)
+    );
+    assert_eq!(evs[4], (5, &Ev::Timeout { ballot: b }));
+    let down = |leading| Ev::StepDown { ballot: b, leading };
+    assert_eq!(evs[5], (6, &down(true)));
+    assert_eq!(evs[6], (7, &down(false)));
+    assert_eq!(evs[7], (10, &Ev::Crash { killed: false }));
+    assert!(matches!(evs[8], (20, Ev::Start { inc: 2 })));
+    assert!(matches!(evs[9], (21, Ev::Send { .. })));
+    assert_eq!(
+        evs[10],
+        (21, &Ev::Crash { killed: true }),
+        "inferred at the last record"
+    );
+    assert!(matches!(evs[11], (30, Ev::Start { inc: 3 })));
+    assert_eq!(evs.len(), 12);
 }

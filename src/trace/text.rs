@@ -4,15 +4,29 @@
 use super::round::{Diagram, Fate, Mark, Row};
 
 const WIDTH: usize = 80;
+
+/// Every symbol drawn, each line within 80 columns.
+const LEGEND: &str = "\
+legend: --> received   - - x lost   - - ? not in the receiver's trace
+        - - d dropped on purpose (drop)   ballot R.N: round R of node N
+        o start   X crash   # stop   / link severed   = link restored
+        v step down   T election timed out   ! chosen: a majority accepted
+        * learned and committed (each node learns the choice on its own)
+";
 const LEFT: usize = 2;
 
 /// The whole ladder, ending with a newline.
 pub fn render(d: &Diagram) -> String {
     let cols = Columns::new(d.nodes);
     let mut out = format!(
-        "round at depth {}: {} nodes; time runs down, in causal order\n\n",
+        "round at depth {}: {} nodes; time runs down, in causal order\n",
         d.depth, d.nodes
     );
+    for line in &d.context {
+        out += line;
+        out += "\n";
+    }
+    out += "\n";
     out += &cols.header();
     out += &cols.finish(cols.blank(), "");
     for row in &d.rows {
@@ -29,8 +43,7 @@ fn footer(d: &Diagram) -> String {
         .as_deref()
         .unwrap_or("unknown (no commit or decide traced)");
     let mut out = format!("\nchosen at depth {}: {chosen}\n", d.depth);
-    out += "legend: --> received   - - x lost   - - ? not in the receiver's trace\n";
-    out += "        X crash and restart   o start   # stop   * commit\n";
+    out += LEGEND;
     for note in &d.notes {
         out += note;
         out += "\n";
@@ -110,6 +123,7 @@ impl Columns {
             (Fate::Delivered, false) => b'<',
             (Fate::Lost, _) => b'x',
             (Fate::Unknown, _) => b'?',
+            (Fate::Dropped, _) => b'd',
         };
     }
 
@@ -130,5 +144,10 @@ fn symbol(mark: Mark) -> u8 {
         Mark::Started | Mark::Restarted => b'o',
         Mark::Stopped => b'#',
         Mark::Committed => b'*',
+        Mark::Chosen => b'!',
+        Mark::Severed => b'/',
+        Mark::Restored => b'=',
+        Mark::SteppedDown => b'v',
+        Mark::TimedOut => b'T',
     }
 }

@@ -6,9 +6,9 @@
 //! begins, so a node never holds more than two capped files. Nothing is fsynced: this is a
 //! diagnostic, and a crash may lose the last turn's records.
 
-use super::record::{Ids, Out, Summary};
+use super::record::{Ids, Out, Shown, Summary};
 use crate::ledger::{Block, NodeId};
-use crate::paxos::Message;
+use crate::paxos::{Ballot, Message};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -123,6 +123,66 @@ impl TraceWriter {
         out.value = Some(Ids(&block.transfers));
         out.txs = Some(block.transfers.len());
         self.push(&out);
+    }
+
+    /// `severLink peer` (`up` false) or `restoreLink peer` (`up` true) was carried out.
+    pub fn link(&mut self, now_ms: u64, peer: NodeId, up: bool) {
+        let mut out = Out::new(now_ms, self.node, if up { "restore" } else { "sever" });
+        out.peer = Some(peer);
+        self.push(&out);
+    }
+
+    /// The message `msg`, stamped `id`, was held back from `to` on purpose (`drop`). Give it
+    /// the id its send would have had (`next_id`, or the id of the `sent` record that went
+    /// to the other recipients): the picture draws it as a dropped arrow to `to`.
+    pub fn dropped(&mut self, now_ms: u64, id: u64, to: NodeId, msg: &Message) {
+        let mut out = Out::new(now_ms, self.node, "drop");
+        out.id = Some(id);
+        out.to = Some(std::slice::from_ref(&to));
+        out.msg = Some(Summary(msg));
+        self.push(&out);
+    }
+
+    /// This node stopped running for leader (`leading` false) or stopped leading with
+    /// `ballot`.
+    pub fn stepped_down(&mut self, now_ms: u64, ballot: Ballot, leading: bool) {
+        let mut out = Out::new(now_ms, self.node, "stepdown");
+        out.ballot = Some(Shown(&ballot));
+        out.leading = Some(leading);
+        self.push(&out);
+    }
+
+    /// This node's election with `ballot` timed out.
+    pub fn timed_out(&mut self, now_ms: u64, ballot: Ballot) {
+        let mut out = Out::new(now_ms, self.node, "timeout");
+        out.ballot = Some(Shown(&ballot));
+        self.push(&out);
+    }
+
+    /// Records what became of the node's candidacy or leadership across one event, from
+    /// `Core::role_ballot` and `Core::is_leader` before it and `role_ballot` after it. A
+    /// candidacy lost on a `Tick` timed out (the core lets a candidacy lapse only there);
+    /// any other loss is a step-down.
+    pub fn role_change(
+        &mut self,
+        now_ms: u64,
+        before: Option<(Ballot, bool)>,
+        after: Option<Ballot>,
+        tick: bool,
+    ) {
+        match before {
+            Some((b, leading)) if after != Some(b) => match tick && !leading {
+                true => self.timed_out(now_ms, b),
+                false => self.stepped_down(now_ms, b, leading),
+            },
+            _ => {}
+        }
+    }
+
+    /// `crashNode`: records `crash` and flushes, just before the process exits.
+    pub fn crashed(&mut self, now_ms: u64) -> io::Result<()> {
+        self.push(&Out::new(now_ms, self.node, "crash"));
+        self.flush()
     }
 
     /// A clean stop: records `stop` and flushes. Without it the next `start` reads as a crash.

@@ -8,7 +8,12 @@ use super::*;
 fn send(to: Vec<NodeId>, depth: u64, msg: Message) -> Action {
     Action::Send {
         to,
-        env: Envelope { depth, id: 0, msg },
+        env: Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg,
+        },
     }
 }
 
