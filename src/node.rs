@@ -11,7 +11,7 @@ use crate::config::{self, Config};
 use crate::human;
 use crate::ledger::{Hash, NodeId};
 use crate::lock;
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing};
 use crate::storage::{Store, StoreError};
 use crate::trace::{self, TraceWriter};
 use crate::transport::Transport;
@@ -316,22 +316,21 @@ impl EventLoop {
     /// One group commit: feed the batch, persist, then send and print, in order.
     fn turn(&mut self, batch: &mut Vec<Local>) {
         let now = self.start.elapsed().as_millis() as u64;
-        let mut actions = Vec::new();
+        let mut open = self.core.open_turn(now);
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => {
                     if let (Event::Message { from, env }, Some(trace)) = (&e, &mut self.trace) {
                         trace.received(trace::now_ms(), *from, env.id, &env.msg);
                     }
-                    self.core.handle(now, e, &mut actions)
+                    open.handle(e)
                 }
-                Local::Print(line) => actions.push(Action::Print(line)),
+                Local::Print(line) => open.print(line),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        self.core.handle(now, Event::Tick, &mut actions);
-        let turn = Turn::split(actions);
+        let turn = open.close();
         self.persist(&turn.writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
