@@ -434,7 +434,7 @@ impl Benmo {
         if !line.starts_with("recovered:") {
             return;
         }
-        // "recovered: promised B, voting again above depth F"
+        // "recovered: promised B, promising again above depth F"
         let floor: u64 = line
             .rsplit(' ')
             .next()

@@ -159,7 +159,9 @@ pub enum Record {
     /// Records of votes were lost (`benmo node --recover`): do not vote until peers have
     /// answered (see `Amnesia`). Written before the node starts, so a crash meanwhile keeps it.
     Amnesia,
-    /// The answers came: never vote at this depth or below. Ends an `Amnesia`.
+    /// The answers came: never promise (phase 1) at this depth or below; accepting (phase 2)
+    /// is allowed at any depth (see `Amnesia` for why). Ends an `Amnesia`. The name is the
+    /// record's on disk, kept: "vote" here means a promise.
     VoteFloor(u64),
 }
 

@@ -784,7 +784,7 @@ fn probe_replies_count_only_for_this_incarnations_probe_after_its_wait() {
             Action::Persist(Record::Promise(ballot(3, 0))),
             Action::Persist(Record::VoteFloor(floor)),
             Action::Print(format!(
-                "recovered: promised 3.0, voting again above depth {floor}"
+                "recovered: promised 3.0, promising again above depth {floor}"
             )),
         ]
     );
