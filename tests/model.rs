@@ -1258,7 +1258,7 @@ fn classroom() {
         budget: Budget {
             resends: 1,
             timeouts: 1,
-            elections: 1,
+            elections: 2,
             ..Budget::default()
         },
         // Both transfers committing everywhere takes two full rounds: past this bound.
