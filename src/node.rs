@@ -11,7 +11,9 @@ use crate::config::{self, Config};
 use crate::human;
 use crate::ledger::{Hash, NodeId};
 use crate::lock;
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{
+    Action, Core, Durable, Envelope, Event, Message, OpenTurn, Params, Record, Timing,
+};
 use crate::storage::{Store, StoreError};
 use crate::trace::{self, TraceWriter};
 use crate::transport::Transport;
@@ -318,17 +320,20 @@ impl EventLoop {
     /// One group commit: feed the batch, persist, then send and print, in order.
     fn turn(&mut self, batch: &mut Vec<Local>) {
         let now = self.start.elapsed().as_millis() as u64;
-        let mut actions = Vec::new();
+        let mut open = self.core.open_turn(now);
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => self.feed(now, e, &mut actions),
-                Local::Print(line) => actions.push(Action::Print(line)),
+                Local::Event(e) => Self::feed(&mut self.trace, &mut open, e),
+                Local::Print(line) => open.print(line),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        self.feed(now, Event::Tick, &mut actions);
-        let turn = Turn::split(actions);
+        let before = open.core().role_ballot().map(|b| (b, open.core().is_leader()));
+        let turn = open.close();
+        if let Some(trace) = &mut self.trace {
+            trace.role_change(trace::now_ms(), before, self.core.role_ballot(), true);
+        }
         self.persist(&turn.writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -351,22 +356,23 @@ impl EventLoop {
 
     /// Feeds one event to the core. The trace notes receipts, severs and restores, and
     /// what became of this node's candidacy or leadership (step-downs, timeouts).
-    fn feed(&mut self, now: u64, event: Event, actions: &mut Vec<Action>) {
-        let Some(trace) = &mut self.trace else {
-            return self.core.handle(now, event, actions);
+    /// Hands one event to the open turn, tracing receipts, severs and role changes.
+    fn feed(trace: &mut Option<TraceWriter>, open: &mut OpenTurn, event: Event) {
+        let Some(trace) = trace else {
+            return open.handle(event);
         };
         let t = trace::now_ms();
-        let peer_ok = |p: &NodeId| *p != self.core.id() && *p < self.core.ledger().balances.len();
+        let core = open.core();
+        let peer_ok = |p: &NodeId| *p != core.id() && *p < core.ledger().balances.len();
         match &event {
             Event::Message { from, env } => trace.received(t, *from, env.id, &env.msg),
             Event::Command(Command::Sever(p)) if peer_ok(p) => trace.link(t, *p, false),
             Event::Command(Command::Restore(p)) if peer_ok(p) => trace.link(t, *p, true),
             _ => {}
         }
-        let tick = matches!(event, Event::Tick);
-        let before = self.core.role_ballot().map(|b| (b, self.core.is_leader()));
-        self.core.handle(now, event, actions);
-        trace.role_change(t, before, self.core.role_ballot(), tick);
+        let before = core.role_ballot().map(|b| (b, core.is_leader()));
+        open.handle(event);
+        trace.role_change(t, before, open.core().role_ballot(), false);
     }
 
     /// Durability first: nothing of this batch leaves the process before this returns.

@@ -32,6 +32,10 @@ impl Core {
         if ballot < self.promised {
             return self.refuse(from, ballot, "promise", out);
         }
+        assert!(
+            depth > self.vote_floor,
+            "no promise at or below the vote floor"
+        );
         if ballot > self.promised {
             self.promised = ballot;
             out.push(Action::Persist(Record::Promise(ballot)));

@@ -169,7 +169,7 @@ impl Core {
         out.push(Action::Persist(Record::Promise(self.promised)));
         out.push(Action::Persist(Record::VoteFloor(self.vote_floor)));
         out.push(Action::Print(format!(
-            "recovered: promised {}, voting again above depth {}",
+            "recovered: promised {}, promising again above depth {}",
             self.promised, self.vote_floor
         )));
         if self.ledger.depth >= self.vote_floor {

@@ -37,7 +37,7 @@
 
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing};
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -564,8 +564,7 @@ impl<'a> Sim<'a> {
 
     /// One batch: the pending events, then a `Tick`.
     fn tick(&mut self, x: NodeId) -> Result<(), String> {
-        let mut events = std::mem::take(&mut self.nodes[x].inbox);
-        events.push(Event::Tick);
+        let events = std::mem::take(&mut self.nodes[x].inbox);
         if self.nodes[x].paused_until == self.now {
             self.trace(|| format!("n{x} wakes to {} events", events.len()));
             self.stats.longest_wake = self.stats.longest_wake.max(events.len() as u64);
@@ -590,18 +589,16 @@ impl<'a> Sim<'a> {
         let now = self.now;
         let node = &mut self.nodes[x];
         let core = node.core.as_mut().expect("only a live node runs");
-        let mut out = Vec::new();
-        for event in events {
+        let events = events.into_iter().inspect(|event| {
             if self.cfg.trace {
                 eprintln!("{now:>7} n{x} <- {event:?}");
             }
-            if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, &event) {
+            if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, event) {
                 trace.received(now, *from, env.id, &env.msg);
             }
-            core.handle(now, event, &mut out);
-        }
-        self.trace(|| format!("n{x} -> {out:?}"));
-        let turn = Turn::split(out);
+        });
+        let turn = core.turn(now, events);
+        self.trace(|| format!("n{x} -> {turn:?}"));
         if self.faults && self.rng.chance(self.knobs.torn) {
             return self.torn(x, turn.writes).map(|_| Vec::new());
         }
@@ -800,7 +797,7 @@ impl<'a> Sim<'a> {
             .core
             .as_ref()
             .is_some_and(|c| !c.recovering() && valid(c, &cmd));
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let lines = self.batch(x, vec![Event::Command(cmd.clone())])?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
@@ -894,7 +891,7 @@ impl<'a> Sim<'a> {
             self.nodes[x].inbox.push(Event::Command(cmd));
             return Ok(());
         }
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let lines = self.batch(x, vec![Event::Command(cmd.clone())])?;
         match lines.iter().find(|l| is_error(l)) {
             Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
             None => Ok(()),
