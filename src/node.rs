@@ -329,7 +329,10 @@ impl EventLoop {
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        let before = open.core().role_ballot().map(|b| (b, open.core().is_leader()));
+        let before = open
+            .core()
+            .role_ballot()
+            .map(|b| (b, open.core().is_leader()));
         let turn = open.close();
         if let Some(trace) = &mut self.trace {
             trace.role_change(trace::now_ms(), before, self.core.role_ballot(), true);
