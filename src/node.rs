@@ -11,7 +11,9 @@ use crate::config::{self, Config};
 use crate::human;
 use crate::ledger::{Hash, NodeId};
 use crate::lock;
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{
+    Action, Core, Durable, Envelope, Event, Message, OpenTurn, Params, Record, Timing,
+};
 use crate::render;
 use crate::storage::{Store, StoreError};
 use crate::trace::{self, TraceWriter};
@@ -327,33 +329,28 @@ impl EventLoop {
     /// One group commit: feed the batch, persist, then send and print, in order.
     fn turn(&mut self, batch: &mut Vec<Local>) {
         let now = self.start.elapsed().as_millis() as u64;
-        let mut actions = Vec::new();
-        // The stdin thread's own lines, each with the number of actions before it.
-        let mut lines = Vec::new();
+        let mut open = self.core.open_turn(now);
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => self.feed(now, e, &mut actions),
-                Local::Print(line) => lines.push((actions.len(), line)),
+                Local::Event(e) => Self::feed(&mut self.trace, &mut open, e),
+                Local::Print(line) => open.print(line),
                 Local::Prompt => self.prompt = true,
                 Local::Stop => unreachable!("handled by run"),
             }
         }
-        self.feed(now, Event::Tick, &mut actions);
-        let mut parts = interleave(actions, lines);
-        let writes: Vec<Durable> = parts
-            .iter_mut()
-            .flat_map(|(turn, _)| std::mem::take(&mut turn.writes))
-            .collect();
-        self.persist(&writes);
+        let before = open
+            .core()
+            .role_ballot()
+            .map(|b| (b, open.core().is_leader()));
+        let turn = open.close();
+        if let Some(trace) = &mut self.trace {
+            trace.role_change(trace::now_ms(), before, self.core.role_ballot(), true);
+        }
+        self.persist(&turn.writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        for (turn, line) in parts {
-            for action in turn.effects {
-                self.perform(action, &mut out);
-            }
-            if let Some(line) = line {
-                writeln!(out, "{line}").ok();
-            }
+        for action in turn.effects {
+            self.perform(action, &mut out);
         }
         if std::mem::take(&mut self.prompt) {
             write!(out, "node{}> ", self.core.id()).ok();
@@ -371,22 +368,23 @@ impl EventLoop {
 
     /// Feeds one event to the core. The trace notes receipts, severs and restores, and
     /// what became of this node's candidacy or leadership (step-downs, timeouts).
-    fn feed(&mut self, now: u64, event: Event, actions: &mut Vec<Action>) {
-        let Some(trace) = &mut self.trace else {
-            return self.core.handle(now, event, actions);
+    /// Hands one event to the open turn, tracing receipts, severs and role changes.
+    fn feed(trace: &mut Option<TraceWriter>, open: &mut OpenTurn, event: Event) {
+        let Some(trace) = trace else {
+            return open.handle(event);
         };
         let t = trace::now_ms();
-        let peer_ok = |p: &NodeId| *p != self.core.id() && *p < self.core.ledger().balances.len();
+        let core = open.core();
+        let peer_ok = |p: &NodeId| *p != core.id() && *p < core.ledger().balances.len();
         match &event {
             Event::Message { from, env } => trace.received(t, *from, env.id, &env.msg),
             Event::Command(Command::Sever(p)) if peer_ok(p) => trace.link(t, *p, false),
             Event::Command(Command::Restore(p)) if peer_ok(p) => trace.link(t, *p, true),
             _ => {}
         }
-        let tick = matches!(event, Event::Tick);
-        let before = self.core.role_ballot().map(|b| (b, self.core.is_leader()));
-        self.core.handle(now, event, actions);
-        trace.role_change(t, before, self.core.role_ballot(), tick);
+        let before = core.role_ballot().map(|b| (b, core.is_leader()));
+        open.handle(event);
+        trace.role_change(t, before, open.core().role_ballot(), false);
     }
 
     /// Durability first: nothing of this batch leaves the process before this returns.
@@ -412,6 +410,7 @@ impl EventLoop {
         match action {
             Action::Send { to, env } => self.send(&to, env),
             Action::Reply(reply) => drop(writeln!(out, "{}", render::reply(&reply))),
+            Action::Shell(line) => drop(writeln!(out, "{line}")),
             Action::Narrate(step) => {
                 let line = render::narration(&wall_clock(), self.core.id(), &step, self.full);
                 drop(writeln!(out, "{line}"))
@@ -503,23 +502,6 @@ impl EventLoop {
         let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
     }
-}
-
-/// Cuts a turn's actions where the stdin thread's `lines` go (each after the number of
-/// actions it names), so that every line prints in order with the replies around it.
-fn interleave(
-    mut actions: Vec<Action>,
-    lines: Vec<(usize, String)>,
-) -> Vec<(Turn, Option<String>)> {
-    let mut parts = Vec::new();
-    let mut line_after = None;
-    for (at, line) in lines.into_iter().rev() {
-        parts.push((Turn::split(actions.split_off(at)), line_after.take()));
-        line_after = Some(line);
-    }
-    parts.push((Turn::split(actions), line_after));
-    parts.reverse();
-    parts
 }
 
 fn compact(store: &mut Store, core: &Core) {

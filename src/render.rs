@@ -21,7 +21,7 @@ pub fn reply(r: &Reply) -> String {
             format!("error: rejected block {depth} from node {from}: {error}")
         }
         Reply::Recovered { promised, floor } => {
-            format!("recovered: promised {promised}, voting again above depth {floor}")
+            format!("recovered: promised {promised}, promising again above depth {floor}")
         }
         Reply::CaughtUp { depth } => format!("caught up: transfers resume at depth {depth}"),
         Reply::Waiting { peers } => {

@@ -83,7 +83,7 @@ fn recover_after_damage(file: &str) {
     let line = c
         .node(2)
         .wait_for(deadline, |l| l.starts_with("recovered: "));
-    assert!(line.is_some_and(|l| l.contains("voting again above depth")));
+    assert!(line.is_some_and(|l| l.contains("promising again above depth")));
     // A leader carries the chain past its vote floor, with empty blocks if need be.
     let line = c
         .node(2)

@@ -30,6 +30,10 @@ impl Core {
         if ballot < self.promised {
             return self.refuse(from, ballot, Asked::Promise, out);
         }
+        assert!(
+            depth > self.vote_floor,
+            "no promise at or below the vote floor"
+        );
         let raised = ballot > self.promised;
         if raised {
             self.promised = ballot;

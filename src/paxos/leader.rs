@@ -73,6 +73,10 @@ impl Core {
             .collect();
         let mut promises = BTreeMap::new();
         if self.may_promise(self.ledger.depth + 1) {
+            assert!(
+                self.ledger.depth + 1 > self.vote_floor,
+                "a promise only above the floor"
+            );
             promises.insert(self.id, (self.ledger.depth, mine)); // else the others must suffice
         }
         self.role = Role::Candidate(Candidacy {

@@ -177,7 +177,9 @@ pub enum Record {
     /// Records of votes were lost (`benmo node --recover`): do not vote until peers have
     /// answered (see `Amnesia`). Written before the node starts, so a crash meanwhile keeps it.
     Amnesia,
-    /// The answers came: never vote at this depth or below. Ends an `Amnesia`.
+    /// The answers came: never promise (phase 1) at this depth or below; accepting (phase 2)
+    /// is allowed at any depth (see `Amnesia` for why). Ends an `Amnesia`. The name is the
+    /// record's on disk, kept: "vote" here means a promise.
     VoteFloor(u64),
 }
 
@@ -212,6 +214,9 @@ pub enum Action {
     Reply(Reply),
     /// A protocol step, in verbose mode only.
     Narrate(Step),
+    /// A line of the shell's own (a parse error, a prompt's question), put in the turn by
+    /// `OpenTurn::print` so that it prints in order. The core never makes one.
+    Shell(String),
     /// Send `to` the committed blocks from depth `from` on, read from the chain on disk.
     ServeBlocks {
         to: NodeId,
@@ -256,6 +261,43 @@ impl Turn {
             }
         }
         turn
+    }
+}
+
+/// A turn under way: events handled at one time, and the actions so far (`Core::open_turn`).
+#[must_use = "a turn ends with `close`, which ticks"]
+pub struct OpenTurn<'a> {
+    core: &'a mut Core,
+    now: u64,
+    out: Vec<Action>,
+}
+
+impl OpenTurn<'_> {
+    /// Handles one event at the turn's time. The turn's one `Tick` comes in `close`.
+    pub fn handle(&mut self, event: Event) {
+        assert!(event != Event::Tick, "a turn ticks once, last, in close");
+        self.core.handle(self.now, event, &mut self.out);
+    }
+
+    /// A line from the shell, printed in order with the turn's other output.
+    pub fn print(&mut self, line: String) {
+        self.out.push(Action::Shell(line));
+    }
+
+    /// The actions so far.
+    /// The node as this turn has left it so far (the shell's trace reads its role).
+    pub fn core(&self) -> &Core {
+        self.core
+    }
+
+    pub fn actions(&self) -> &[Action] {
+        &self.out
+    }
+
+    /// Runs the turn's `Tick`, last, and splits its actions (writes before effects).
+    pub fn close(mut self) -> Turn {
+        self.core.handle(self.now, Event::Tick, &mut self.out);
+        Turn::split(self.out)
     }
 }
 
@@ -584,6 +626,26 @@ impl Core {
             _ if self.leader_alive() => self.leader.map(|b| b.node),
             _ => None,
         }
+    }
+
+    /// Starts a turn at time `now`. The node, the simulator and the model check all run a
+    /// batch of events this one way: every event at the same `now`, then one `Tick`, last
+    /// (`OpenTurn::close`). After a stall, a turn's messages are handled at a time past
+    /// deadlines that only its tick would act on, so a deadline that safety relies on is
+    /// checked where the message is handled (see `candidacy_expired`).
+    pub fn open_turn(&mut self, now: u64) -> OpenTurn<'_> {
+        OpenTurn {
+            core: self,
+            now,
+            out: Vec::new(),
+        }
+    }
+
+    /// One whole turn: `events` at time `now`, then a `Tick` (see `open_turn`).
+    pub fn turn(&mut self, now: u64, events: impl IntoIterator<Item = Event>) -> Turn {
+        let mut turn = self.open_turn(now);
+        events.into_iter().for_each(|e| turn.handle(e));
+        turn.close()
     }
 
     /// Feeds one event to the node at time `now` (milliseconds, never decreasing).

@@ -95,20 +95,22 @@ impl Cluster {
         self.cores[x].as_ref().expect("node is up")
     }
 
-    /// One batch, as the shell runs it: the events, a `Tick`, then the actions.
+    /// One turn, as the shell runs it (`Core::turn`: the events, then a `Tick`), carried
+    /// out; returns its effects.
     fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Vec<Action> {
-        let mut out = Vec::new();
         let core = self.cores[x].as_mut().expect("node is up");
-        for event in events.into_iter().chain([Event::Tick]) {
-            core.handle(self.now, event, &mut out);
-        }
-        self.carry_out(x, out.clone());
-        out
+        let turn = core.turn(self.now, events);
+        let effects = turn.effects.clone();
+        self.carry_turn(x, turn);
+        effects
     }
 
     /// Writes first, then sends and prints.
     fn carry_out(&mut self, x: NodeId, out: Vec<Action>) {
-        let turn = Turn::split(out);
+        self.carry_turn(x, Turn::split(out));
+    }
+
+    fn carry_turn(&mut self, x: NodeId, turn: Turn) {
         for write in turn.writes {
             match write {
                 Durable::Record(r) => self.disks[x].records.push(r),

@@ -95,7 +95,7 @@ fn reply_goldens() -> Vec<(Reply, &'static str)> {
                 promised: b(3, 0),
                 floor: 12,
             },
-            "recovered: promised 3.0, voting again above depth 12",
+            "recovered: promised 3.0, promising again above depth 12",
         ),
         (
             Reply::CaughtUp { depth: 12 },

@@ -39,7 +39,7 @@ use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
 use crate::paxos::{
     check_transfer, Action, Core, Durable, Envelope, Event, Judge, Message, Params, Record,
-    Refusal, Reply, Request, Timing, Turn,
+    Refusal, Reply, Request, Timing,
 };
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -567,8 +567,7 @@ impl<'a> Sim<'a> {
 
     /// One batch: the pending events, then a `Tick`.
     fn tick(&mut self, x: NodeId) -> Result<(), String> {
-        let mut events = std::mem::take(&mut self.nodes[x].inbox);
-        events.push(Event::Tick);
+        let events = std::mem::take(&mut self.nodes[x].inbox);
         if self.nodes[x].paused_until == self.now {
             self.trace(|| format!("n{x} wakes to {} events", events.len()));
             self.stats.longest_wake = self.stats.longest_wake.max(events.len() as u64);
@@ -593,18 +592,16 @@ impl<'a> Sim<'a> {
         let now = self.now;
         let node = &mut self.nodes[x];
         let core = node.core.as_mut().expect("only a live node runs");
-        let mut out = Vec::new();
-        for event in events {
+        let events = events.into_iter().inspect(|event| {
             if self.cfg.trace {
                 eprintln!("{now:>7} n{x} <- {event:?}");
             }
-            if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, &event) {
+            if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, event) {
                 trace.received(now, *from, env.id, &env.msg);
             }
-            core.handle(now, event, &mut out);
-        }
-        self.trace(|| format!("n{x} -> {out:?}"));
-        let turn = Turn::split(out);
+        });
+        let turn = core.turn(now, events);
+        self.trace(|| format!("n{x} -> {turn:?}"));
         if self.faults && self.rng.chance(self.knobs.torn) {
             return self.torn(x, turn.writes).map(|_| Vec::new());
         }
@@ -688,7 +685,7 @@ impl<'a> Sim<'a> {
                     self.heard(x, &reply)?;
                     replies.push(reply);
                 }
-                Action::Narrate(_) => {}
+                Action::Narrate(_) | Action::Shell(_) => {}
                 Action::Crash => {
                     self.crash(x);
                     break;
@@ -797,7 +794,7 @@ impl<'a> Sim<'a> {
         }
         let cmd = self.random_transfer(x);
         let expected = judge(self.nodes[x].core.as_ref().expect("checked above"), &cmd);
-        let replies = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let replies = self.batch(x, vec![Event::Command(cmd.clone())])?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
@@ -900,7 +897,7 @@ impl<'a> Sim<'a> {
             self.nodes[x].inbox.push(Event::Command(cmd));
             return Ok(());
         }
-        let replies = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let replies = self.batch(x, vec![Event::Command(cmd.clone())])?;
         match replies.iter().find(|r| is_failure(r)) {
             Some(r) => Err(format!("node {x}: {cmd:?} answered {r:?}")),
             None => Ok(()),
