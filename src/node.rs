@@ -425,9 +425,9 @@ impl EventLoop {
                 out.flush().ok();
                 std::process::exit(1);
             }
-            Action::Fatal(line) => {
+            Action::Fatal(why) => {
                 out.flush().ok();
-                eprintln!("error: {line}");
+                eprintln!("error: {}", render::fatal(&why));
                 std::process::exit(1);
             }
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),

@@ -5,7 +5,8 @@
 
 use crate::ledger::{NodeId, Transfer, TxId};
 use crate::paxos::{
-    AcceptedList, Asked, LinkState, Proposal, Refusal, Reply, RoleName, Status, Step, StepDown,
+    AcceptedList, Asked, Fatal, LinkState, Proposal, Refusal, Reply, RoleName, Status, Step,
+    StepDown,
 };
 
 /// The text of one reply, as a client reads it.
@@ -60,6 +61,20 @@ pub fn reply(r: &Reply) -> String {
                 if *severed { "severed" } else { "restored" }
             )
         }
+    }
+}
+
+/// Why a node stops, without the `error: ` prefix.
+pub fn fatal(why: &Fatal) -> String {
+    match why {
+        Fatal::RolledBack {
+            node,
+            from,
+            seen,
+            disk,
+        } => format!(
+            "node {node}'s state is older than what node {from} has seen from it (sync {seen}, disk holds {disk}): it was restored from a copy or lost writes; start with --recover to rebuild it from its peers"
+        ),
     }
 }
 

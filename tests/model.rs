@@ -398,7 +398,7 @@ impl Benmo {
                 self.crash(s, x);
                 return false;
             }
-            Action::Fatal(line) => unreachable!("the model runs no start check: {line}"),
+            Action::Fatal(why) => unreachable!("the model runs no start check: {why:?}"),
             Action::PrintChain { .. } => {}
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }

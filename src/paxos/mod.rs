@@ -31,7 +31,7 @@ use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
 pub use command::{check_transfer, Command, Judge, Request};
 use leader::{Candidacy, Leadership};
-pub use outcome::{Asked, LinkState, Refusal, Reply, RoleName, Status, Step, StepDown};
+pub use outcome::{Asked, Fatal, LinkState, Refusal, Reply, RoleName, Status, Step, StepDown};
 use startcheck::StartCheck;
 
 /// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
@@ -228,8 +228,8 @@ pub enum Action {
     },
     /// Exit at once, without cleanup (crashNode).
     Crash,
-    /// Stop with this `error:` line: going on could break a promise (see `StartCheck`).
-    Fatal(String),
+    /// Stop, saying why: going on could break a promise (see `StartCheck`).
+    Fatal(Fatal),
 }
 
 /// A write the shell makes durable before any effect of the same turn.

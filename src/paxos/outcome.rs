@@ -80,6 +80,19 @@ impl Reply {
     }
 }
 
+/// Why a node must stop at once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Fatal {
+    /// Peer `from` has seen sync `seen` from this node, whose disk holds only `disk`: it
+    /// was restored from a copy or lost writes, and it was not started with `--recover`.
+    RolledBack {
+        node: NodeId,
+        from: NodeId,
+        seen: u64,
+        disk: u64,
+    },
+}
+
 /// Why a command was refused: one variant per rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {

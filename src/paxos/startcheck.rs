@@ -135,17 +135,18 @@ impl Core {
             // It votes on nothing it may have forgotten until its peers have answered.
             return self.narrate(out, || Step::RolledBackRecovering { from, seen, disk });
         }
-        let what = format!(
-            "node {}'s state is older than what node {from} has seen from it (sync {seen}, disk holds {disk})",
-            self.id
-        );
+        let node = self.id;
         let Some(c) = &mut self.start.own else { return };
         if !c.recover {
             c.failed = true;
             c.open = false;
-            return out.push(Action::Fatal(format!(
-                "{what}: it was restored from a copy or lost writes; start with --recover to rebuild it from its peers"
-            )));
+            let why = Fatal::RolledBack {
+                node,
+                from,
+                seen,
+                disk,
+            };
+            return out.push(Action::Fatal(why));
         }
         if self.role_ballot().is_some() {
             self.step_down(StepDown::RolledBack, out);
@@ -338,10 +339,13 @@ mod tests {
             yours: 87,
         };
         let out = step(&mut c, 1, env(1, 87, seen));
-        let want = "node 2's state is older than what node 1 has seen from it (sync 120, \
-                    disk holds 87): it was restored from a copy or lost writes; start with \
-                    --recover to rebuild it from its peers";
-        assert_eq!(out, vec![Action::Fatal(want.into())]);
+        let want = Fatal::RolledBack {
+            node: 2,
+            from: 1,
+            seen: 120,
+            disk: 87,
+        };
+        assert_eq!(out, vec![Action::Fatal(want)]);
         // Whatever answers or time come after, it never votes.
         let fine = Message::StartSeen {
             nonce,

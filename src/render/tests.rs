@@ -210,6 +210,22 @@ fn every_refusal_and_link_line_renders_as_golden() {
 }
 
 #[test]
+fn a_fatal_stop_says_why_and_what_to_do() {
+    let why = Fatal::RolledBack {
+        node: 2,
+        from: 1,
+        seen: 120,
+        disk: 87,
+    };
+    assert_eq!(
+        fatal(&why),
+        "node 2's state is older than what node 1 has seen from it (sync 120, disk holds 87): \
+         it was restored from a copy or lost writes; start with --recover to rebuild it from \
+         its peers"
+    );
+}
+
+#[test]
 fn lines_read_back_as_what_was_rendered() {
     let t = tx(2, 17, 0, 5);
     let queued = reply(&Reply::Queued(t));

@@ -690,7 +690,7 @@ impl<'a> Sim<'a> {
                     self.crash(x);
                     break;
                 }
-                Action::Fatal(line) => return Err(format!("node {x} stopped: {line}")),
+                Action::Fatal(why) => return Err(format!("node {x} stopped: {why:?}")),
                 Action::PrintChain { .. } => {}
                 Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
