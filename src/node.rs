@@ -303,13 +303,21 @@ impl EventLoop {
                     .ok()
                     .or_else(|| net.try_recv().ok().map(Local::Event))
             });
+            let mut stop = false;
             for item in first.into_iter().chain(more).take(BATCH) {
                 match item {
-                    Local::Stop => return self.stop(),
+                    Local::Stop => {
+                        // What came before the stop is answered (and durable) first.
+                        stop = true;
+                        break;
+                    }
                     item => batch.push(item),
                 }
             }
             self.turn(&mut batch);
+            if stop {
+                return self.stop();
+            }
         }
     }
 
