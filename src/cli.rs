@@ -49,7 +49,7 @@ pub const NODE_HELP: &str = "\
 benmo node: run one node of a cluster written by benmo init
 
 usage: benmo node [ID] [--data DIR] [--delay MIN..MAX] [--verbose] [--recover]
-                  [--classroom [--phase-delay DURATION]]
+                  [--classroom [--phase-delay DURATION] [--hold PHASES]]
 
 With no ID it asks for one. Type commands into its stdin (help lists them);
 quit, exit or Ctrl-C stop it cleanly.
@@ -64,6 +64,9 @@ flags:
                          (default off)
   --phase-delay DURATION pause between Paxos phases, e.g. 2s or 500ms; only with
                          --classroom (default none)
+  --hold PHASES          pause this node's outgoing messages at each of these phases
+                         (prepare,promise,reject,accept,accepted,decide), until step
+                         or go; only with --classroom (default none)
   -h, --help             this text
 
 example:

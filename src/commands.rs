@@ -1,6 +1,7 @@
 //! The stdin commands: parsing one line into a `Command`, and the help text. Command names
 //! match case-insensitively; an unknown one gets a "did you mean" when one is close.
 
+use crate::hold::Kind;
 use crate::human;
 use crate::ledger::NodeId;
 
@@ -26,6 +27,21 @@ pub enum Command {
     Crash,
     Sever(NodeId),
     Restore(NodeId),
+    /// This node's Paxos state at the depth in play.
+    State,
+}
+
+/// A command for the shell's outgoing gate (see `hold`), which the core never sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Pause,
+    Step,
+    Go,
+    Drop {
+        kind: Kind,
+        peer: NodeId,
+        count: u64,
+    },
 }
 
 /// What one line of input means.
@@ -39,6 +55,7 @@ pub enum Parsed {
     Nothing,
     /// A bare command whose arguments must be asked for, one prompt per argument.
     Ask(Bare),
+    Gate(Gate),
 }
 
 /// Commands that may be typed bare, with their arguments asked for afterwards.
@@ -108,6 +125,11 @@ commands (names in any case):
                                       queue; each link and when it was last heard from
   severLink ID / restoreLink ID       stop / resume exchanging messages with node ID
   crashNode                           exit at once, as a crash; restart resumes from disk
+  state                               this node's Paxos state at the depth in play
+  pause / step / go                   hold this node's outgoing Paxos messages / send
+                                      the next held one / send all and run on
+  drop KIND PEER [N]                  lose the next N (1) KIND messages to PEER,
+                                      e.g. drop accept 3
   quit, exit, Ctrl-C                  stop this node cleanly
   help                                this list
 moneyTransfer, severLink and restoreLink typed alone ask for their values.";
@@ -123,6 +145,11 @@ const NAMES: &[&str] = &[
     "severLink",
     "restoreLink",
     "crashNode",
+    "state",
+    "pause",
+    "step",
+    "go",
+    "drop",
     "help",
     "quit",
     "exit",
@@ -168,6 +195,11 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         ("printBalances", []) => Command::PrintBalances,
         ("printQueue", []) => Command::PrintQueue,
         ("crashNode", []) => Command::Crash,
+        ("state", []) => Command::State,
+        ("pause", []) => return Ok(Parsed::Gate(Gate::Pause)),
+        ("step", []) => return Ok(Parsed::Gate(Gate::Step)),
+        ("go", []) => return Ok(Parsed::Gate(Gate::Go)),
+        ("drop", _) => return drop_args(args).map(Parsed::Gate),
         _ => return Err(format!("{name} takes no arguments")),
     };
     Ok(Parsed::Command(command))
@@ -207,6 +239,29 @@ pub fn with_args(name: &str, args: &[&str]) -> Result<Command, String> {
         }
         _ => Err(format!("unknown command {}", shorten(name))),
     }
+}
+
+/// `drop KIND PEER [N]`.
+fn drop_args(args: &[&str]) -> Result<Gate, String> {
+    let (kind, peer, count) = match args {
+        [kind, peer] => (kind, peer, "1"),
+        [kind, peer, count] => (kind, peer, *count),
+        _ => return Err("usage: drop KIND PEER [N], e.g. drop accept 3".to_string()),
+    };
+    let count = match count.parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(format!(
+                "drop: N must be a positive integer, not {}",
+                shorten(count)
+            ))
+        }
+    };
+    Ok(Gate::Drop {
+        kind: Kind::parse(kind)?,
+        peer: node_id(peer)?,
+        count,
+    })
 }
 
 fn node_id(word: &str) -> Result<NodeId, String> {
@@ -419,6 +474,10 @@ mod hostile {
             Ok(Parsed::Ask(bare)) => {
                 let words: Vec<_> = line.split_whitespace().collect();
                 assert!(words.len() == 1 && words[0].eq_ignore_ascii_case(bare.name()));
+            }
+            Ok(Parsed::Gate(g)) => {
+                let first = line.split_whitespace().next().unwrap_or_default();
+                assert!(is_name(first), "{line:?} gave {g:?}");
             }
             Ok(Parsed::Command(c)) => {
                 let first = line.split_whitespace().next().unwrap_or_default();

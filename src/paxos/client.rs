@@ -18,6 +18,64 @@ impl Core {
             Command::Crash => out.push(Action::Crash),
             Command::Sever(peer) => self.set_severed(peer, true, out),
             Command::Restore(peer) => self.set_severed(peer, false, out),
+            Command::State => self.print_state(out),
+        }
+    }
+
+    /// `state`: this node's view of the Paxos instance for the depth in play, as an
+    /// acceptor, a learner and a proposer, in a few lines of at most 80 columns.
+    pub(super) fn print_state(&self, out: &mut Vec<Action>) {
+        let depth = self.ledger.depth + 1;
+        let mut lines = vec![format!(
+            "state of node {} at depth {depth} (chain depth {}):",
+            self.id, self.ledger.depth
+        )];
+        let promised = match self.promised == Ballot::default() {
+            true => "nothing yet".to_string(),
+            false => format!("ballot {}", self.promised),
+        };
+        lines.push(format!("  promised {promised}"));
+        lines.push(match self.accepted.get(&depth) {
+            Some((b, v)) => format!("  accepted ballot {b} value {}", clip(&leader::describe(v))),
+            None => "  accepted nothing at this depth".to_string(),
+        });
+        lines.push(match self.decided.get(&depth) {
+            Some(v) => format!(
+                "  chosen: {} (known, not yet applied)",
+                clip(&leader::describe(v))
+            ),
+            None => "  chosen: not known to this node yet".to_string(),
+        });
+        lines.push(format!("  role {}", self.role_line(depth)));
+        out.extend(lines.into_iter().map(Action::Print));
+    }
+
+    /// The role, and for a candidate or leader who has answered it at `depth`.
+    fn role_line(&self, depth: u64) -> String {
+        let of = |who: Vec<NodeId>| {
+            let ids: Vec<String> = who.iter().map(|p| p.to_string()).collect();
+            let have = who.len();
+            let (n, q) = (self.n, self.quorum());
+            format!("{{{}}}, {have} of {n} (majority {q})", ids.join(","))
+        };
+        match &self.role {
+            Role::Follower => match self.known_leader() {
+                Some(l) => format!("follower of leader {l}"),
+                None => "follower; no leader known".to_string(),
+            },
+            Role::Candidate(c) => format!(
+                "candidate, ballot {}: promises from {}",
+                c.ballot,
+                of(c.promises.keys().copied().collect())
+            ),
+            Role::Leader(l) => match l.inflight.get(&depth) {
+                Some(slot) => format!(
+                    "leader, ballot {}: accepted by {}",
+                    l.ballot,
+                    of((0..self.n).filter(|&p| slot.acks[p]).collect())
+                ),
+                None => format!("leader, ballot {}: nothing proposed here yet", l.ballot),
+            },
         }
     }
 
@@ -157,6 +215,15 @@ impl Core {
         if !severed {
             self.send(vec![peer], Message::Hello, out);
         }
+    }
+}
+
+/// A value description cut to fit a state line.
+fn clip(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...]", &text[..i]),
+        None => text.to_string(),
     }
 }
 

@@ -224,11 +224,29 @@ fn value_of(ids: &Option<Vec<String>>, txs: Option<usize>) -> Option<Value> {
 /// What happened, as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ev {
-    Start { inc: u64 },
+    Start {
+        inc: u64,
+    },
     Stop,
-    Send { id: u64, to: Vec<NodeId>, msg: Msg },
-    Recv { from: NodeId, id: u64, msg: Msg },
-    Commit { depth: u64, value: Value },
+    Send {
+        id: u64,
+        to: Vec<NodeId>,
+        msg: Msg,
+    },
+    Recv {
+        from: NodeId,
+        id: u64,
+        msg: Msg,
+    },
+    Commit {
+        depth: u64,
+        value: Value,
+    },
+    /// A message this node dropped on purpose (`drop`), never sent.
+    Drop {
+        to: NodeId,
+        msg: Msg,
+    },
 }
 
 /// One line of a trace, as read back.
@@ -269,6 +287,10 @@ impl Rec {
             "recv" => Ev::Recv {
                 from: l.from?,
                 id: l.id?,
+                msg: l.msg?,
+            },
+            "drop" => Ev::Drop {
+                to: *l.to?.first()?,
                 msg: l.msg?,
             },
             "commit" => Ev::Commit {

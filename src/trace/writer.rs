@@ -115,6 +115,15 @@ impl TraceWriter {
         self.push(&out);
     }
 
+    /// This node dropped `msg` to `to` on purpose (the `drop` command): it was never sent.
+    pub fn dropped(&mut self, now_ms: u64, to: NodeId, msg: &Message) {
+        let to = [to];
+        let mut out = Out::new(now_ms, self.node, "drop");
+        out.to = Some(&to);
+        out.msg = Some(Summary(msg));
+        self.push(&out);
+    }
+
     /// This node appended `block` to its chain.
     pub fn committed(&mut self, now_ms: u64, block: &Block) {
         let mut out = Out::new(now_ms, self.node, "commit");
