@@ -24,6 +24,7 @@ pub enum Kind {
     Blocks,
     Probe,
     ProbeReply,
+    Severed,
 }
 
 /// Every kind, by the name a person types (the trace's names).
@@ -41,6 +42,7 @@ const NAMES: &[(&str, Kind)] = &[
     ("blocks", Kind::Blocks),
     ("probe", Kind::Probe),
     ("probereply", Kind::ProbeReply),
+    ("severed", Kind::Severed),
 ];
 
 /// The phases of a round: the kinds that `pause` holds and `--hold` may name.
@@ -69,6 +71,7 @@ impl Kind {
             Message::Blocks { .. } => Kind::Blocks,
             Message::Probe { .. } => Kind::Probe,
             Message::ProbeReply(_) => Kind::ProbeReply,
+            Message::Severed => Kind::Severed,
         }
     }
 
@@ -140,7 +143,9 @@ pub fn describe(msg: &Message) -> String {
         Message::Forward { transfers: t } => format!("{name} ({})", transfers(t.len())),
         Message::CatchUp { from } => format!("{name} from depth {from}"),
         Message::Blocks { blocks } => format!("{name} ({})", blocks.len()),
-        Message::Hello | Message::Probe { .. } | Message::ProbeReply(_) => name.to_string(),
+        Message::Hello | Message::Probe { .. } | Message::ProbeReply(_) | Message::Severed => {
+            name.to_string()
+        }
     }
 }
 

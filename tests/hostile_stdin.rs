@@ -288,7 +288,7 @@ impl Drop for RawNode {
 /// Lines a node may print for input that changes nothing.
 fn harmless(line: &str) -> bool {
     let help = commands::HELP.lines().any(|h| h == line);
-    ["error: ", "balance ", "queue ", "node ", "link "]
+    ["error: ", "balance ", "queue ", "node ", "role ", "link "]
         .iter()
         .any(|p| line.starts_with(p))
         || line == "queue empty"

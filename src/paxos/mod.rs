@@ -89,6 +89,9 @@ pub enum Message {
     Probe { floor: u64, nonce: u64 },
     /// The answer to a probe.
     ProbeReply(ProbeReply),
+    /// "I have severed our link (`severLink`): I ignore you until I restore it." Only shown
+    /// in `status`; the sender's silence is what cuts the link.
+    Severed,
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
@@ -111,7 +114,8 @@ impl Envelope {
             ids.extend(ts.iter().flat_map(|t| [t.debit(), t.credit]))
         };
         match &self.msg {
-            Message::Hello | Message::CatchUp { .. } | Message::Probe { .. } => {}
+            Message::Hello | Message::CatchUp { .. } | Message::Probe { .. } | Message::Severed => {
+            }
             Message::Prepare { ballot, .. }
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
@@ -371,6 +375,8 @@ pub struct Core {
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
+    /// Peers that told us they severed their link to us (`Message::Severed`), for `status`.
+    severed_by: Diagnostic<Vec<bool>>,
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
     /// When each peer was last heard from, for `status` only.
@@ -449,6 +455,7 @@ impl Core {
             offered_upto: 0,
             forwarded_at: None,
             severed: vec![false; params.nodes],
+            severed_by: Diagnostic(vec![false; params.nodes]),
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
             heard_at: Diagnostic(vec![0; params.nodes]),
@@ -634,7 +641,11 @@ impl Core {
     }
 
     fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
-        if from >= self.n || from == self.id || self.severed[from] {
+        if from >= self.n || from == self.id {
+            return;
+        }
+        self.note_severed_by(from, matches!(env.msg, Message::Severed), out);
+        if self.severed[from] {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
@@ -665,6 +676,7 @@ impl Core {
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
             Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
             Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
+            Message::Severed => {}
         }
         self.maybe_catch_up(from, out);
     }

@@ -95,7 +95,7 @@ impl Serialize for Summary<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("kind", kind_name(self.0))?;
         match self.0 {
-            Message::Hello => {}
+            Message::Hello | Message::Severed => {}
             Message::Prepare { ballot, depth }
             | Message::Accepted { ballot, depth }
             | Message::Decide { ballot, depth } => {
@@ -149,6 +149,7 @@ fn kind_name(msg: &Message) -> &'static str {
         Message::Blocks { .. } => "blocks",
         Message::Probe { .. } => "probe",
         Message::ProbeReply { .. } => "probereply",
+        Message::Severed => "severed",
     }
 }
 
@@ -169,6 +170,7 @@ pub enum Kind {
     Blocks,
     Probe,
     Probereply,
+    Severed,
 }
 
 /// A value as read back: up to `VALUE_IDS` transfer ids and the full count.
