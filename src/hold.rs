@@ -293,7 +293,7 @@ impl Gate {
             return format!("already paused; {} held", self.held.len());
         }
         self.paused = true;
-        "paused: prepare, promise, accept, accepted and decide messages wait for step/go"
+        "paused: Paxos messages from this node wait for step or go; its timers stand still"
             .to_string()
     }
 
@@ -320,6 +320,8 @@ impl Gate {
         let held: Vec<Held> = self.held.drain(..).collect();
         say.push(match (was, held.len()) {
             (false, 0) => "not paused; nothing held".to_string(),
+            (true, 0) => "go: nothing was held; running".to_string(),
+            (_, 1) => "go: 1 held message sent; running".to_string(),
             (_, n) => format!("go: {n} held messages sent; running"),
         });
         held.into_iter()
@@ -343,9 +345,12 @@ impl Gate {
             .iter()
             .find(|(k, p, _)| *k == kind && *p == peer)
             .map_or(0, |r| r.2);
-        let plural = if total == 1 { "" } else { "s" };
+        let (count, plural) = match total {
+            1 => (String::new(), ""),
+            n => (format!("{n} "), "s"),
+        };
         format!(
-            "will drop the next {total} {} message{plural} to node {peer}",
+            "will drop the next {count}{} message{plural} to node {peer}",
             kind.name()
         )
     }
