@@ -168,4 +168,16 @@ fn a_held_prepare_stepped_dropped_and_crashed_still_commits_exactly_once() {
     let status = c.converge(Duration::from_secs(30)).unwrap();
     assert_eq!(status.transfers, 1, "committed exactly once: {status:?}");
     c.audit().unwrap();
+    // The banner, status, state and gate lines fit 80 columns (narration has its own test).
+    ask(&mut c, 0, "status", |l| l.starts_with("link 2 "));
+    // `status full` (which `converge` asks for) may be wider: it has the whole head hash.
+    let full = |l: &str| l.starts_with("node ") && l.contains(" role ");
+    for line in c
+        .node(0)
+        .seen
+        .iter()
+        .filter(|l| !l.contains("[paxos]") && !full(l))
+    {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
 }
