@@ -428,6 +428,31 @@ mod tests {
     }
 
     #[test]
+    fn gate_commands_and_state_parse_and_refuse_with_reasons() {
+        assert_eq!(cmd("state"), Command::State);
+        assert_eq!(parse("PAUSE"), Ok(Parsed::Gate(Gate::Pause)));
+        assert_eq!(parse("step"), Ok(Parsed::Gate(Gate::Step)));
+        assert_eq!(parse("go"), Ok(Parsed::Gate(Gate::Go)));
+        let drop = |kind, peer, count| Ok(Parsed::Gate(Gate::Drop { kind, peer, count }));
+        assert_eq!(parse("drop accept 3"), drop(Kind::Accept, 3, 1));
+        assert_eq!(parse("drop Prepare 1 4"), drop(Kind::Prepare, 1, 4));
+        for (line, want) in [
+            ("drop", "usage: drop KIND PEER [N]"),
+            ("drop accept", "usage"),
+            ("drop acept 3", "did you mean accept?"),
+            ("drop accept x", "bad node id"),
+            ("drop accept 3 0", "positive integer"),
+            ("drop accept 3 1 2", "usage"),
+            ("step 2", "no arguments"),
+            ("state now", "no arguments"),
+            ("stat", "did you mean"),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert!(err.contains(want), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
     fn long_and_strange_input_is_refused_briefly() {
         let err = parse(&"x".repeat(100_000)).unwrap_err();
         assert!(err.len() < 100);
