@@ -115,23 +115,20 @@ impl Bare {
 
 pub const HELP: &str = "\
 commands (names in any case):
-  moneyTransfer DEBIT CREDIT AMOUNT   queue a transfer from this node's account
-  printBlockchain [full]              every block: depth, hash, previous hash, proposer,
-                                      transfers (short hashes unless full)
-  printBalance                        this node's account
-  printBalances                       every account as this node knows it
-  printQueue                          transfers queued here, not yet committed
-  status [full]                       depth, head (short unless full), ballot, leader, role,
-                                      queue; each link and when it was last heard from
-  severLink ID / restoreLink ID       stop / resume exchanging messages with node ID
-  crashNode                           exit at once, as a crash; restart resumes from disk
-  state                               this node's Paxos state at the depth in play
-  pause / step / go                   hold this node's outgoing Paxos messages / send
-                                      the next held one / send all and run on
-  drop KIND PEER [N]                  lose the next N (1) KIND messages to PEER,
-                                      e.g. drop accept 3
-  quit, exit, Ctrl-C                  stop this node cleanly
-  help                                this list
+  moneyTransfer DEBIT CREDIT AMOUNT  queue a transfer from this node's account
+  printBlockchain [full]    every block (short hashes unless full)
+  printBalance              this node's account
+  printBalances             every account as this node knows it
+  printQueue                transfers queued here, not yet committed
+  status [full]             chain, leader, queue, role, ballot; each link
+  severLink ID              stop exchanging messages with node ID
+  restoreLink ID            exchange messages with node ID again
+  crashNode                 exit at once, as a crash; restart resumes from disk
+  state                     this node's Paxos state at the depth in play
+  pause / step / go         hold outgoing Paxos messages / send the next / all
+  drop KIND PEER [N]        lose the next N (1) KIND messages to PEER
+  quit, exit, Ctrl-C        stop this node cleanly
+  help                      this list
 moneyTransfer, severLink and restoreLink typed alone ask for their values.";
 
 /// Every command name, as the help spells it.
@@ -449,6 +446,14 @@ mod tests {
         ] {
             let err = parse(line).expect_err(line);
             assert!(err.contains(want), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_fits_80_columns_and_names_every_command() {
+        assert!(HELP.lines().all(|l| l.chars().count() <= 80), "{HELP}");
+        for name in NAMES {
+            assert!(HELP.contains(name), "{name} is not in the help");
         }
     }
 

@@ -463,7 +463,7 @@ impl EventLoop {
                 drop(writeln!(out, "{} {line}", wall_clock()))
             }
             Action::Print(line) => drop(writeln!(out, "{line}")),
-            Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
+            Action::ServeBlocks { to, from } => self.serve_blocks(to, from, out),
             Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
                 writeln!(out, "node {} crashing", self.core.id()).ok();
@@ -474,7 +474,7 @@ impl EventLoop {
         }
     }
 
-    fn serve_blocks(&mut self, to: NodeId, from: u64) {
+    fn serve_blocks(&mut self, to: NodeId, from: u64, out: &mut impl Write) {
         match self.store.blocks(from, CHUNK_BYTES) {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
@@ -482,7 +482,7 @@ impl EventLoop {
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
-                self.send(&[to], env, &mut io::sink());
+                self.send(&[to], env, out);
             }
             Ok(_) => {}
             Err(e) => eprintln!(

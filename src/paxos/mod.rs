@@ -644,8 +644,10 @@ impl Core {
         if from >= self.n || from == self.id {
             return;
         }
-        self.note_severed_by(from, matches!(env.msg, Message::Severed), out);
-        if self.severed[from] {
+        // A sever notice changes only what `status` shows: no state, no "heard from".
+        let notice = matches!(env.msg, Message::Severed);
+        self.note_severed_by(from, notice, out);
+        if notice || self.severed[from] {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
@@ -676,7 +678,7 @@ impl Core {
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
             Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
             Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
-            Message::Severed => {}
+            Message::Severed => unreachable!("handled above"),
         }
         self.maybe_catch_up(from, out);
     }
