@@ -339,3 +339,45 @@ fn piped_commands_before_quit_are_all_answered_and_durable() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("queue 0.1 0 1 5"), "{out}");
 }
+
+#[test]
+fn a_severed_link_shows_at_both_ends_and_says_how_it_heals() {
+    let (_dir, mut c) = cluster(3);
+    // The first line of the reply to `cmd` that starts with `want`.
+    let ask = |c: &mut LocalCluster, id: usize, cmd: &str, want: &str| {
+        c.node(id).send(cmd);
+        c.node(id)
+            .wait_for(soon(), |l| l.starts_with(want))
+            .unwrap()
+    };
+    let reply = |c: &mut LocalCluster, id: usize, cmd: &str| ask(c, id, cmd, "link ");
+    assert_eq!(
+        reply(&mut c, 0, "restoreLink 1"),
+        "link 1 was not severed here"
+    );
+    assert_eq!(reply(&mut c, 0, "severLink 1"), "link 1 severed");
+    let told = c
+        .node(1)
+        .wait_for(soon(), |l| l.starts_with("link 0 severed by node 0"));
+    assert!(told.is_some(), "node 1 was not told");
+    let line = ask(&mut c, 1, "status", "link 0 ");
+    c.node(1).wait_for(soon(), |l| l.starts_with("link 2 "));
+    assert!(line.starts_with("link 0 severed by node 0 "), "{line}");
+    // Node 1 severs its end too; node 0 restarts and forgets its own sever, but not node 1's.
+    assert_eq!(reply(&mut c, 1, "severLink 0"), "link 0 severed");
+    c.kill(0);
+    c.start(0).unwrap();
+    let told = c
+        .node(0)
+        .wait_for(soon(), |l| l.starts_with("link 1 severed by node 1"));
+    assert!(told.is_some(), "the restarted node 0 was not told");
+    let healed = c
+        .node(1)
+        .wait_for(soon(), |l| l.starts_with("link 0 works again"));
+    assert!(healed.is_some(), "node 1 did not say node 0 talks again");
+    assert_eq!(reply(&mut c, 1, "restoreLink 0"), "link 0 restored");
+    let healed = c
+        .node(0)
+        .wait_for(soon(), |l| l.starts_with("link 1 works again"));
+    assert!(healed.is_some(), "node 0 did not see the restore");
+}
