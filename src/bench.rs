@@ -3,22 +3,28 @@
 //! The default mode starts a cluster of `benmo node` processes on loopback (fsync on, as in
 //! production) and drives them through their stdin, exactly as a user or script would:
 //!
+//! - *closed loop* (`--clients`, `closed.rs`): C clients each keeping one transfer
+//!   outstanding, dealt over the followers first, with this machine's floor (fsync and
+//!   loopback round trip) measured beside each row;
 //! - *unloaded*: one transfer at a time at a node that is not the leader, after warm-up,
 //!   so the figure is the latency of one full round (forward, accept, decide, commit);
 //! - *saturated*: every node submits its share as fast as its stdin takes it.
 //!
 //! Throughput is transfers divided by the time until every node holds every transfer (all
-//! report the same head and transfer count). Latency runs from the moment a line is handed
+//! report the same head and transfer count); in a closed loop, until the last commit. Latency runs from the moment a line is handed
 //! to the node's stdin to the `committed` line at that node. At the end it checks that each
 //! submitted txid committed exactly once at its origin, that every node counts them all,
 //! and runs `benmo audit`; any failure makes the command fail.
+//!
+//! `--crash-loop R` (`crash.rs`) kills every node at once under closed-loop load R times and
+//! checks that every transfer that printed `committed` is on every chain at its depth.
 //!
 //! `--append` measures storage alone: appending a block at depth ~10 and ~100,000, and
 //! reopening a chain of 1,000,000 transfers (in-process `Store::open` and a full node start).
 //!
 //! The table format is meant to stay stable so that figures can be compared across commits.
 
-use crate::cli::Args;
+use crate::cli::{self, Args};
 use crate::config;
 use crate::ledger::{Block, Ledger, Transfer, TxId};
 use crate::storage::Store;
@@ -32,6 +38,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod closed;
+mod crash;
+
+use closed::{Floor, Stop};
+
 /// Every account's opening balance: large enough that funds never limit a run.
 const BALANCE: u64 = 1_000_000_000;
 /// Lines per write in the saturated scenario: big enough to keep syscalls rare, small
@@ -43,22 +54,47 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(10);
 
 /// The flags of `benmo bench` (see `cli::BENCH_HELP`).
+#[derive(Debug, PartialEq)]
 pub struct Options {
     nodes: usize,
     transfers: u64,
     unloaded: u64,
+    /// The closed-loop concurrencies, each run for `duration`.
+    clients: Vec<usize>,
+    duration: Duration,
+    /// Rounds of kill -9 of every node at once under closed-loop load (0: off).
+    crash_loop: u32,
     data: Option<PathBuf>,
     base_port: Option<u16>,
     append: bool,
 }
 
+/// The default closed-loop concurrencies, and the one the crash loop uses.
+const DEFAULT_CLIENTS: [usize; 3] = [1, 16, 64];
+const CRASH_CLIENTS: usize = 16;
+
 impl Options {
     /// Errors are usage errors.
     pub fn parse(mut args: Args) -> Result<Options, String> {
+        let crash_loop = args.parsed("--crash-loop", 0)?;
+        let clients = match args.value("--clients")? {
+            Some(list) => parse_clients(&list)?,
+            None if crash_loop > 0 => vec![CRASH_CLIENTS],
+            None => DEFAULT_CLIENTS.to_vec(),
+        };
+        let duration = match args.value("--duration")? {
+            Some(d) => cli::parse_duration(&d).filter(|&ms| ms > 0).ok_or(format!(
+                "--duration: expected a time such as 5s or 500ms, not '{d}'"
+            ))?,
+            None => 5_000,
+        };
         let opts = Options {
             nodes: args.parsed("--nodes", 5)?,
             transfers: args.parsed("--transfers", 1_000_000)?,
             unloaded: args.parsed("--unloaded", 500)?,
+            clients,
+            duration: Duration::from_millis(duration),
+            crash_loop,
             data: args.value("--data")?.map(PathBuf::from),
             base_port: args
                 .value("--base-port")?
@@ -71,15 +107,39 @@ impl Options {
         if opts.nodes < 3 || opts.nodes.is_multiple_of(2) {
             return Err("--nodes must be odd and at least 3 (transfers need two accounts and a quorum worth measuring)".to_string());
         }
+        if opts.crash_loop > 0 && opts.clients.len() != 1 {
+            return Err(
+                "--crash-loop runs one concurrency: give --clients C with one number".to_string(),
+            );
+        }
         Ok(opts)
     }
 }
+
+/// `1,16,64`: positive client counts, each at most `MAX_CLIENTS`.
+fn parse_clients(list: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("--clients: expected counts such as 1,16,64, not '{list}'");
+    let counts: Vec<usize> = list
+        .split(',')
+        .map(|c| c.trim().parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if counts.iter().any(|&c| c == 0 || c > MAX_CLIENTS) {
+        return Err(format!("--clients: each count must be 1 to {MAX_CLIENTS}"));
+    }
+    Ok(counts)
+}
+
+/// More clients than this only queue behind one another in five stdin pipes.
+const MAX_CLIENTS: usize = 4096;
 
 pub fn run(opts: &Options) -> Result<(), String> {
     let scratch = Scratch::new(opts.data.clone())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find benmo itself: {e}"))?;
     if opts.append {
         return storage_bench(&exe, scratch.path());
+    }
+    if opts.crash_loop > 0 {
+        return crash::crash_loop(opts, &exe, scratch.path());
     }
     cluster_bench(opts, &exe, scratch.path())
 }
@@ -143,9 +203,10 @@ fn cluster_bench(opts: &Options, exe: &Path, data: &Path) -> Result<(), String> 
         "benmo bench: {} nodes, fsync on, {} transfers",
         opts.nodes, opts.transfers
     );
-    println!("{HEADER}");
     let mut bench = Bench::attach(&mut cluster);
     bench.warm_up()?;
+    bench.closed_loops(&opts.clients, opts.duration, data)?;
+    println!("{HEADER}");
     let leader = bench.leader()?;
     let origin = (leader + 1) % opts.nodes;
     print_row(&bench.unloaded(origin, opts.unloaded)?);
@@ -220,7 +281,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// What a reader thread saw on a node's stdout, with the time it saw it.
 enum Seen {
     Queued(u64),
-    Committed(u64),
+    /// The seq, and the depth the line names.
+    Committed(u64, u64),
     Status(Status),
     Error(String),
 }
@@ -273,6 +335,8 @@ struct Bench {
     tally: Vec<Tally>,
     /// Transfers submitted so far at each node; the k-th gets seq k.
     submitted: Vec<u64>,
+    /// Every `committed` line as (TXID, depth), when asked for (the crash loop).
+    commit_log: Option<Vec<(TxId, u64)>>,
 }
 
 impl Bench {
@@ -295,6 +359,7 @@ impl Bench {
             notes,
             tally: (0..n).map(|_| Tally::default()).collect(),
             submitted: vec![0; n],
+            commit_log: None,
         }
     }
 
@@ -322,7 +387,18 @@ impl Bench {
         let t = &mut self.tally[note.node];
         match note.seen {
             Seen::Queued(seq) => t.queued.push(seq),
-            Seen::Committed(seq) => t.commit(seq, note.at),
+            Seen::Committed(seq, depth) => {
+                t.commit(seq, note.at);
+                if let Some(log) = &mut self.commit_log {
+                    log.push((
+                        TxId {
+                            node: note.node,
+                            seq,
+                        },
+                        depth,
+                    ));
+                }
+            }
             Seen::Status(s) => t.status = Some(s),
             Seen::Error(e) => {
                 t.errors.push(e.clone());
@@ -336,22 +412,28 @@ impl Bench {
     /// (an idle limit, not a total one, so a long run is never cut short while it moves).
     fn wait(&mut self, mut done: impl FnMut(&Bench) -> bool, what: &str) -> Result<(), String> {
         while !done(self) {
-            match self.notes.recv_timeout(PATIENCE) {
-                Ok(note) => self.record(note)?,
-                Err(_) => {
-                    let progress: Vec<String> = (0..self.n())
-                        .map(|i| {
-                            format!("node {i} {}/{}", self.tally[i].commits, self.submitted[i])
-                        })
-                        .collect();
-                    return Err(format!(
-                        "no progress for {PATIENCE:?} waiting for {what}; committed/submitted: {}",
-                        progress.join(", ")
-                    ));
-                }
+            if let Some(note) = self.next_note(PATIENCE, what)? {
+                self.record(note)?;
             }
         }
         Ok(())
+    }
+
+    /// The next note, or None if `wait` passes first and is shorter than `PATIENCE`.
+    fn next_note(&mut self, wait: Duration, what: &str) -> Result<Option<Note>, String> {
+        match self.notes.recv_timeout(wait.min(PATIENCE)) {
+            Ok(note) => Ok(Some(note)),
+            Err(_) if wait < PATIENCE => Ok(None),
+            Err(_) => {
+                let progress: Vec<String> = (0..self.n())
+                    .map(|i| format!("node {i} {}/{}", self.tally[i].commits, self.submitted[i]))
+                    .collect();
+                Err(format!(
+                    "no progress for {PATIENCE:?} waiting for {what}; committed/submitted: {}",
+                    progress.join(", ")
+                ))
+            }
+        }
     }
 
     fn all_committed(&self) -> bool {
@@ -413,6 +495,37 @@ impl Bench {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// One closed loop per entry of `counts`, each `length` long, printed as a table with the
+    /// floor measured just before it; every node holds every transfer between rows.
+    fn closed_loops(
+        &mut self,
+        counts: &[usize],
+        length: Duration,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let mut leaders = Vec::new();
+        let mut rows = Vec::new();
+        for &c in counts {
+            let leader = self.leader()?;
+            let floor = Floor::measure(dir)?;
+            let at = closed::placement(self.n(), leader, c);
+            let run = self.closed_loop(&at, length, Stop::Drain)?;
+            rows.push(closed::closed_row(c, &run, &floor));
+            leaders.push(leader.to_string());
+            self.converge()?;
+        }
+        leaders.dedup();
+        println!(
+            "closed loop, {:.1} s each: C clients in all, one transfer outstanding each, at the followers first (leader {})",
+            length.as_secs_f64(),
+            leaders.join(", then ")
+        );
+        println!("{}", closed::CLOSED_HEADER);
+        rows.iter().for_each(|r| println!("{r}"));
+        println!("{}", closed::FLOOR_NOTE);
+        Ok(())
     }
 
     /// `count` transfers at `node`, each submitted once the previous one committed.
@@ -531,10 +644,14 @@ fn parse_line(line: &str) -> Option<Seen> {
         let txid = l.split_whitespace().nth(1)?;
         txid.split_once('.')?.1.parse().ok()
     };
+    let depth = |l: &str| -> Option<u64> {
+        let mut words = l.split_whitespace().skip_while(|w| *w != "depth");
+        words.nth(1)?.parse().ok()
+    };
     if line.starts_with("queued ") {
         seq(line).map(Seen::Queued)
     } else if line.starts_with("committed ") {
-        seq(line).map(Seen::Committed)
+        Some(Seen::Committed(seq(line)?, depth(line)?))
     } else if line.starts_with("error") {
         Some(Seen::Error(line.to_string()))
     } else {
@@ -750,6 +867,57 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
 
+    fn parse(words: &[&str]) -> Result<Options, String> {
+        Options::parse(Args::new(words.iter().map(|w| w.to_string()).collect()))
+    }
+
+    #[test]
+    fn clients_and_duration_are_parsed() {
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.clients, [1, 16, 64]);
+        assert_eq!(default.duration, Duration::from_secs(5));
+        assert_eq!(default.crash_loop, 0);
+        let o = parse(&["--clients", "1, 16,64", "--duration=500ms"]).unwrap();
+        assert_eq!(
+            (o.clients, o.duration),
+            (vec![1, 16, 64], Duration::from_millis(500))
+        );
+        assert_eq!(parse(&["--clients=8"]).unwrap().clients, [8]);
+        let crash = parse(&["--crash-loop", "20"]).unwrap();
+        assert_eq!((crash.crash_loop, crash.clients), (20, vec![16]));
+        assert_eq!(
+            parse(&["--crash-loop", "3", "--clients", "4"])
+                .unwrap()
+                .clients,
+            [4]
+        );
+    }
+
+    #[test]
+    fn bad_clients_and_durations_are_usage_errors() {
+        for (words, says) in [
+            (
+                &["--clients", "1,,64"][..],
+                "expected counts such as 1,16,64",
+            ),
+            (&["--clients", "0"], "each count must be 1 to"),
+            (&["--clients", "5000"], "each count must be 1 to"),
+            (&["--clients", "-3"], "expected counts"),
+            (&["--clients"], "needs a value"),
+            (&["--duration", "0s"], "--duration: expected a time"),
+            (&["--duration", "soon"], "--duration: expected a time"),
+            (
+                &["--crash-loop", "2", "--clients", "1,16"],
+                "one concurrency",
+            ),
+            (&["--crash-loop", "many"], "--crash-loop: cannot read"),
+            (&["--client", "3"], "unknown flag --client"),
+        ] {
+            let err = parse(words).unwrap_err();
+            assert!(err.contains(says), "{words:?}: {err}");
+        }
+    }
+
     #[test]
     fn node_lines_are_recognised() {
         assert!(matches!(
@@ -758,7 +926,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_line("committed 2.17 2 0 1 depth 9"),
-            Some(Seen::Committed(17))
+            Some(Seen::Committed(17, 9))
         ));
         assert!(matches!(
             parse_line("error: insufficient funds"),

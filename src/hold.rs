@@ -24,6 +24,8 @@ pub enum Kind {
     Blocks,
     Probe,
     ProbeReply,
+    StartCheck,
+    StartSeen,
     Severed,
 }
 
@@ -42,6 +44,8 @@ const NAMES: &[(&str, Kind)] = &[
     ("blocks", Kind::Blocks),
     ("probe", Kind::Probe),
     ("probereply", Kind::ProbeReply),
+    ("startcheck", Kind::StartCheck),
+    ("startseen", Kind::StartSeen),
     ("severed", Kind::Severed),
 ];
 
@@ -71,6 +75,8 @@ impl Kind {
             Message::Blocks { .. } => Kind::Blocks,
             Message::Probe { .. } => Kind::Probe,
             Message::ProbeReply(_) => Kind::ProbeReply,
+            Message::StartCheck { .. } => Kind::StartCheck,
+            Message::StartSeen { .. } => Kind::StartSeen,
             Message::Severed => Kind::Severed,
         }
     }
@@ -143,9 +149,12 @@ pub fn describe(msg: &Message) -> String {
         Message::Forward { transfers: t } => format!("{name} ({})", transfers(t.len())),
         Message::CatchUp { from } => format!("{name} from depth {from}"),
         Message::Blocks { blocks } => format!("{name} ({})", blocks.len()),
-        Message::Hello | Message::Probe { .. } | Message::ProbeReply(_) | Message::Severed => {
-            name.to_string()
-        }
+        Message::Hello
+        | Message::Probe { .. }
+        | Message::ProbeReply(_)
+        | Message::StartCheck { .. }
+        | Message::StartSeen { .. }
+        | Message::Severed => name.to_string(),
     }
 }
 
@@ -407,6 +416,7 @@ mod tests {
         Envelope {
             depth: 0,
             id: 0,
+            seq: 0,
             msg,
         }
     }

@@ -151,10 +151,12 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let core = Core::recover(params, opened.ledger, opened.records);
+    let mut core = Core::recover(params, opened.ledger, opened.records);
     let trace = open_trace(&dir, id)?;
     let mut store = opened.store;
     compact(&mut store, &core);
+    // Peers vouch that this disk is not older than what they saw from it (a restored copy).
+    core.check_start(opts.recover);
     let console = Console {
         interactive: io::stdin().is_terminal(),
         id,
@@ -230,19 +232,19 @@ fn spawn_local_inputs(stdin: LineReader, console: Console) -> Result<Receiver<Lo
     Ok(rx)
 }
 
-/// One process per node dir: locks `dir/lock` (see `lock`), or says which process has it.
+/// One process per node dir: locks the dir (see `lock`), or says which process has it.
 /// A dir that does not exist is left for `Store::open` to report as not initialised.
 fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, String> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    lock::acquire(dir).map(Some).map_err(|e| match e {
-        lock::LockError::Busy { .. } => format!(
-            "node {id} is already running ({}, which holds {}); stop it first",
+    lock::acquire(dir).map(Some).map_err(|e| match &e {
+        lock::LockError::Busy { path, .. } => format!(
+            "node {id} is already running ({}, which holds the lock on {}); stop it first",
             e.holder(),
-            dir.join(lock::LOCK_FILE).display()
+            path.display()
         ),
-        e => e.to_string(),
+        _ => e.to_string(),
     })
 }
 
@@ -251,7 +253,7 @@ fn own_dir(dir: &std::path::Path, id: NodeId) -> Result<Option<lock::DirLock>, S
 fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, String> {
     let done =
         Store::recover(dir, config.nodes(), config.balance, id).map_err(|e| store_error(&e))?;
-    if done.moved.is_empty() {
+    if done.notes.is_empty() {
         eprintln!("note: {} is intact; nothing to recover", dir.display());
     }
     done.notes.iter().for_each(|n| eprintln!("note: {n}"));
@@ -470,6 +472,11 @@ impl EventLoop {
                 out.flush().ok();
                 std::process::exit(1);
             }
+            Action::Fatal(line) => {
+                out.flush().ok();
+                eprintln!("error: {line}");
+                std::process::exit(1);
+            }
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }
     }
@@ -479,6 +486,7 @@ impl EventLoop {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
                     id: 0,
+                    seq: 0,
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
@@ -578,8 +586,10 @@ impl EventLoop {
         }
     }
 
-    /// Stamps the envelope with a fresh id, notes it in the trace, and sends it.
+    /// Stamps the envelope with a fresh id and the last completed sync, notes it in the
+    /// trace, and sends it.
     fn send_now(&mut self, to: &[NodeId], mut env: Envelope) {
+        env.seq = self.store.seq();
         if let Some(trace) = &mut self.trace {
             env.id = trace.next_id();
             trace.sent(trace::now_ms(), env.id, to, &env.msg);

@@ -62,11 +62,18 @@ fn envelopes() -> Vec<Envelope> {
         },
         Message::CatchUp { from: 1 },
         Message::Blocks { blocks: chain(3) },
+        Message::StartCheck { nonce: 7 },
+        Message::StartSeen {
+            nonce: 7,
+            seen: 9,
+            yours: 4,
+        },
     ]
     .into_iter()
     .map(|msg| Envelope {
         depth: 1,
         id: 0,
+        seq: 0,
         msg,
     })
     .collect()
@@ -251,6 +258,7 @@ fn transport_decoder_survives_random_and_mutated_bytes() {
             let marker = *marker;
             let want = Envelope {
                 id: 0,
+                seq: 0,
                 depth: marker,
                 msg: Message::CatchUp { from: marker },
             };
@@ -305,6 +313,7 @@ fn regression_envelope_naming_an_unknown_node_is_refused() {
     };
     let accept = Envelope {
         id: 0,
+        seq: 0,
         depth: 1,
         msg: Message::Accept {
             ballot: huge,
@@ -379,6 +388,17 @@ fn deeply_nested_json_is_refused_not_a_stack_overflow() {
 
 /// A valid node directory's chain.log and wal.log, built through the Store itself.
 fn pristine() -> (Vec<u8>, Vec<u8>) {
+    PRISTINE.0.clone()
+}
+
+/// The pristine files and the superblock that goes with them (a directory of this format
+/// without its superblock is refused whatever its logs hold).
+static PRISTINE: std::sync::LazyLock<(Logs, Vec<u8>)> = std::sync::LazyLock::new(build_pristine);
+
+/// chain.log and wal.log.
+type Logs = (Vec<u8>, Vec<u8>);
+
+fn build_pristine() -> (Logs, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node0");
     Store::create(&dir).unwrap();
@@ -402,10 +422,7 @@ fn pristine() -> (Vec<u8>, Vec<u8>) {
     }
     store.sync().unwrap();
     drop(store);
-    (
-        fs::read(dir.join("chain.log")).unwrap(),
-        fs::read(dir.join("wal.log")).unwrap(),
-    )
+    (read(&dir), fs::read(dir.join("superblock")).unwrap())
 }
 
 fn read(dir: &Path) -> (Vec<u8>, Vec<u8>) {
@@ -422,6 +439,7 @@ fn check_store(chain: &[u8], wal: &[u8]) -> Result<(), TestCaseError> {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("chain.log"), chain).unwrap();
     fs::write(dir.join("wal.log"), wal).unwrap();
+    fs::write(dir.join("superblock"), &PRISTINE.1).unwrap();
     let damaged = read(&dir);
 
     let verified = Store::verify(&dir, NODES, BALANCE, Some(0), |b| {

@@ -157,6 +157,14 @@ fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The records after a log's format marker (its first record, checked here).
+fn after_marker(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let all = records(bytes);
+    let (at, len) = all[0];
+    assert!(bytes[at + HEADER..at + HEADER + len].starts_with(br#"{"benmo":"#));
+    all[1..].to_vec()
+}
+
 fn flip(bytes: &[u8], at: usize, mask: u8) -> Vec<u8> {
     let mut b = bytes.to_vec();
     b[at] ^= mask;
@@ -168,8 +176,8 @@ fn flip(bytes: &[u8], at: usize, mask: u8) -> Vec<u8> {
 fn damaged_state_is_refused_named_and_left_alone() {
     let f = Fixture::new();
     let (chain, wal) = f.pristine.clone();
-    let blocks = records(&chain);
-    let recs = records(&wal);
+    let blocks = after_marker(&chain);
+    let recs = after_marker(&wal);
     let (b2, b2_len) = blocks[1];
 
     // 1. A bit flipped in a block's payload: checksum mismatch at that block.
@@ -246,13 +254,17 @@ fn damaged_state_is_refused_named_and_left_alone() {
         at,
         "queued transfer 1.1 is not from node 0's account",
     );
+
+    // 11. The format marker itself damaged: it cannot be flipped away unseen.
+    f.damage(Some(flip(&chain, HEADER + 3, 0x01)), None);
+    f.refuses(&f.chain, 0, "checksum mismatch");
 }
 
 #[test]
 fn torn_tails_are_repaired_on_start_and_the_node_runs() {
     let mut f = Fixture::new();
     let (chain, wal) = f.pristine.clone();
-    let blocks = records(&chain);
+    let blocks = after_marker(&chain);
     let (b, b_len) = *blocks.last().unwrap();
     let (r, _) = *records(&wal).last().unwrap();
 
@@ -316,7 +328,7 @@ fn a_lost_synced_tail_is_refused_then_recovered() {
     let mut f = Fixture::new();
     let wal = f.pristine.1.clone();
     // Keep only the first record: far behind anything the superblock says was synced.
-    let recs = records(&wal);
+    let recs = after_marker(&wal);
     let keep = recs.get(1).map_or(0, |&(at, _)| at);
     let (_, cut) = f.damage(None, Some(wal[..keep].to_vec()));
 

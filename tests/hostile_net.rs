@@ -195,6 +195,7 @@ fn bad_input_is_dropped_and_logged_once_and_peers_keep_working() {
         let mut raw = Raw::login(&a, k, 2);
         let env = Envelope {
             id: 0,
+            seq: 0,
             depth: 0,
             msg: Message::CatchUp { from: 1 },
         };
@@ -283,6 +284,7 @@ fn forged_replayed_and_altered_frames_change_nothing() {
         };
         Envelope {
             id: 0,
+            seq: 0,
             depth,
             msg: Message::Blocks {
                 blocks: vec![Block {
@@ -304,6 +306,7 @@ fn forged_replayed_and_altered_frames_change_nothing() {
     let forged_overdraft = next(vec![overdraw], true);
     let stale_decide = Envelope {
         id: 0,
+        seq: 0,
         depth: settled.depth,
         msg: Message::Decide {
             ballot: Ballot { round: 0, node: 1 },

@@ -360,6 +360,7 @@ impl Benmo {
                 let start = (from.max(1) as usize - 1).min(chain.len());
                 let env = Envelope {
                     id: 0,
+                    seq: 0,
                     depth: chain.len() as u64,
                     msg: Message::Blocks {
                         blocks: chain[start..].to_vec(),
@@ -372,6 +373,7 @@ impl Benmo {
                 self.crash(s, x);
                 return false;
             }
+            Action::Fatal(line) => unreachable!("the model runs no start check: {line}"),
             Action::PrintChain { .. } => {}
             Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
         }

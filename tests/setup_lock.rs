@@ -1,8 +1,8 @@
 //! The edges of setting up and stopping, in real processes: one owner per node dir (a second
 //! `benmo node`, `benmo init` and `scripts/cluster.sh start` refuse while a node runs, naming
-//! its PID, and change nothing), a total supply beyond u64 refused, and SIGTERM stopping a
-//! node as cleanly as Ctrl-C. Every process runs on free loopback ports in a temp dir and is
-//! killed by PID when the test ends.
+//! its PID, and change nothing, even with the `lock` files deleted or a node dir moved away),
+//! a total supply beyond u64 refused, and SIGTERM stopping a node as cleanly as Ctrl-C. Every
+//! process runs on free loopback ports in a temp dir and is killed by PID when the test ends.
 
 use benmo::testing::cluster::{free_ports, LocalCluster};
 use std::collections::BTreeMap;
@@ -141,7 +141,11 @@ fn a_second_node_on_the_same_dir_is_refused_naming_the_holder() {
         line.contains(&format!("node 0 is already running (pid {pid}")),
         "{line}"
     );
-    assert!(line.contains("node0/lock"), "{line}");
+    let dir = c.data.join("node0");
+    assert!(
+        line.contains(&format!("holds the lock on {})", dir.display())),
+        "{line}"
+    );
     assert_eq!(
         snapshot(&c.data),
         before,
@@ -208,6 +212,85 @@ fn init_refuses_while_a_node_runs_and_the_cluster_goes_on() {
     let status = c.converge(WAIT).unwrap();
     assert_eq!(status.transfers, 2);
     assert!(c.audit().unwrap().contains("audit ok"));
+}
+
+/// Issue 18, bug 4: with three nodes running, `rm data/node*/lock` then `benmo init --force`
+/// used to exit 0, write a new key and wipe every chain, while the nodes went on printing
+/// `committed`. The lock is held on each node dir itself now.
+#[test]
+fn init_refuses_a_live_cluster_whose_lock_files_were_deleted() {
+    let (_tmp, mut c) = cluster(3, &[0, 1, 2]);
+    commits(&mut c, 0, 1, 5);
+    c.converge(WAIT).unwrap();
+    let pids: Vec<u32> = (0..3).map(|i| c.node(i).pid()).collect();
+    let locks: Vec<PathBuf> = (0..3)
+        .map(|i| c.data.join(format!("node{i}")).join("lock"))
+        .collect();
+    let rm = Command::new("rm").args(&locks).status().unwrap();
+    assert!(rm.success(), "rm failed");
+    let before = snapshot(&c.data);
+    let key = fs::read(c.data.join("cluster.key")).unwrap();
+
+    for args in [
+        &["init", "--force"][..],
+        &["init", "--force", "--nodes", "5", "--balance", "7"],
+        &["init"],
+    ] {
+        let line = refused(&run(&mut benmo(args, &c.data)), &format!("{args:?}"));
+        let node0 = c.data.join("node0");
+        let want = format!("node 0 is running on {} (pid {})", node0.display(), pids[0]);
+        assert!(line.contains(&want), "{args:?}: {line}");
+        assert_eq!(snapshot(&c.data), before, "{args:?} changed the data dir");
+        assert_eq!(fs::read(c.data.join("cluster.key")).unwrap(), key);
+    }
+    for (i, lock) in locks.iter().enumerate() {
+        assert!(!lock.exists(), "{} came back", lock.display());
+        assert!(c.node(i).exited().is_none(), "node {i} died");
+    }
+    // The cluster goes on, and the new transfer is on every chain.
+    commits(&mut c, 1, 2, 7);
+    let status = c.converge(WAIT).unwrap();
+    assert_eq!(status.transfers, 2);
+    for i in 0..3 {
+        c.kill(i);
+    }
+    let audit = c.audit().unwrap();
+    let want = format!("3 nodes, depth {0}..{0}, 2 transfers", status.depth);
+    assert!(audit.contains(&want), "{audit}");
+}
+
+/// A node whose dir was moved away holds no lock that init can find in the data dir, but it
+/// still holds its port: init reads the ports from the existing cluster.conf and refuses.
+#[test]
+fn init_refuses_while_a_port_of_the_existing_cluster_is_in_use() {
+    let (_tmp, mut c) = cluster(3, &[1]);
+    let conf = fs::read_to_string(c.data.join("cluster.conf")).unwrap();
+    let addr = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("node 1 "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (node1, moved) = (c.data.join("node1"), c.data.join("elsewhere"));
+    fs::rename(&node1, &moved).unwrap();
+    let before = snapshot(&c.data);
+    let key = fs::read(c.data.join("cluster.key")).unwrap();
+    for args in [&["init", "--force"][..], &["init", "--nodes", "3"]] {
+        let line = refused(&run(&mut benmo(args, &c.data)), &format!("{args:?}"));
+        let want = format!(
+            "node 1 of {} may be running: its address {addr} is in use",
+            c.data.display()
+        );
+        assert!(line.contains(&want), "{args:?}: {line}");
+        assert_eq!(snapshot(&c.data), before, "{args:?} changed the data dir");
+        assert_eq!(fs::read(c.data.join("cluster.key")).unwrap(), key);
+    }
+    fs::rename(&moved, &node1).unwrap();
+    assert!(c.node(1).exited().is_none(), "node 1 died");
+    // Once it is stopped, init goes ahead.
+    c.kill(1);
+    let ran = run(&mut benmo(&["init", "--force", "--nodes", "3"], &c.data));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
 }
 
 #[test]

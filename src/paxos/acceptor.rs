@@ -4,15 +4,16 @@ use super::*;
 
 impl Core {
     /// Whether this acceptor may promise for depths from `depth` up: a promise reports what
-    /// it accepted there, which after lost state is complete only above its vote floor.
+    /// it accepted there, which after lost state is complete only above its vote floor,
+    /// and, after a start, only once its peers have vouched that its disk is not behind.
     pub(super) fn may_promise(&self, depth: u64) -> bool {
-        self.amnesia.is_none() && depth > self.vote_floor
+        self.amnesia.is_none() && depth > self.vote_floor && !self.checking()
     }
 
     /// Whether this acceptor may accept values: at any depth once it knows its vote floor
-    /// (see `Amnesia` for why that is safe).
+    /// (see `Amnesia` for why that is safe), and not while its start check runs.
     pub(super) fn may_accept(&self) -> bool {
-        self.amnesia.is_none()
+        self.amnesia.is_none() && !self.checking()
     }
 
     pub(super) fn on_prepare(

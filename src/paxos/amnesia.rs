@@ -123,7 +123,10 @@ impl Core {
     }
 
     /// Asks the peers, once a leader timeout has passed since start (so that any election
-    /// that counted a forgotten promise is over), and again every resend interval.
+    /// that counted a forgotten promise is over), and again every resend interval. Enforced
+    /// where replies are handled: `on_probe_reply` counts none before `asked_at` is set; the
+    /// other side, that no candidacy counts a promise after a leader timeout, is enforced in
+    /// `on_promise` and `try_win` (`candidacy_expired`).
     pub(super) fn probe(&mut self, out: &mut Vec<Action>) {
         let Some(a) = &mut self.amnesia else { return };
         let since = *a.since.get_or_insert(self.now);

@@ -248,6 +248,7 @@ impl Core {
         let env = Envelope {
             depth,
             id: 0,
+            seq: 0,
             msg: Message::Severed,
         };
         out.push(Action::Send {

@@ -16,7 +16,8 @@ impl Core {
         }
     }
 
-    /// Asks `peer` for the blocks we miss, unless a request is already out.
+    /// Asks `peer` for the blocks we miss, unless a request is already out. The deadline only
+    /// paces retries: blocks are applied whenever they come, which is safe at any time.
     pub(super) fn maybe_catch_up(&mut self, peer: NodeId, out: &mut Vec<Action>) {
         let waiting = self
             .catch_up

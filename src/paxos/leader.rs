@@ -98,6 +98,9 @@ impl Core {
         accepted: AcceptedList,
         out: &mut Vec<Action>,
     ) {
+        if self.candidacy_expired(out) {
+            return; // it counts no promise: the one that would make it win may be forgotten
+        }
         if let Role::Candidate(c) = &mut self.role {
             if c.ballot == ballot {
                 // Described only when printed: promises need no strings otherwise.
@@ -130,8 +133,29 @@ impl Core {
         self.see_ballot(promised, out);
     }
 
+    /// Ends a candidacy that has lasted a leader timeout, and says whether it did. Recovery
+    /// relies on this (see `Amnesia`): a node that forgot a promise waits a leader timeout
+    /// before it votes again, so no candidacy may count a promise, or win, after that long.
+    /// Checked where promises are handled, not only on a tick: a turn handles its messages
+    /// before its tick, and after a stall a late promise would still count.
+    pub(super) fn candidacy_expired(&mut self, out: &mut Vec<Action>) -> bool {
+        let Role::Candidate(c) = &self.role else {
+            return false;
+        };
+        if self.now < c.started + self.timing.leader_timeout_ms {
+            return false;
+        }
+        self.log(out, || "election timed out".to_string());
+        self.role = Role::Follower;
+        self.election_at = Some(self.now + self.random_delay());
+        true
+    }
+
     /// With promises from a majority, become leader: re-propose the values they accepted.
     pub(super) fn try_win(&mut self, out: &mut Vec<Action>) {
+        if self.candidacy_expired(out) {
+            return;
+        }
         let Role::Candidate(c) = &self.role else {
             return;
         };
@@ -477,7 +501,8 @@ impl Core {
     /// that it leads. So it stops leading within four leader timeouts of losing its majority.
     /// Every node that does not lead says hello once a leader timeout (`say_hello`), so a
     /// connected follower is heard in every period, even when there is no traffic.
-    /// Returns whether it still leads.
+    /// Returns whether it still leads. Liveness only: recovery does not rely on a cut-off
+    /// leader stepping down (the probe's majority learns the ballot of any leader that won).
     fn check_quorum(&mut self, out: &mut Vec<Action>) -> bool {
         let (id, quorum) = (self.id, self.quorum());
         let timeout = 2 * self.timing.leader_timeout_ms;

@@ -133,6 +133,14 @@ impl Core {
                     out,
                 );
             }
+            if block.depth > self.ledger.depth + 1 {
+                // A reply to a request from before our chain was cut (`--recover`), kept
+                // by a peer that was stalled meanwhile: not a bad block. Ask again.
+                self.log(out, || {
+                    format!("ignored blocks from depth {} from node {from}", block.depth)
+                });
+                break;
+            }
             if let Err(e) = self.ledger.apply(&block) {
                 out.push(Action::Print(format!(
                     "error: rejected block {} from node {from}: {e}",

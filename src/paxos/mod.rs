@@ -24,10 +24,12 @@ mod client;
 mod follower;
 mod leader;
 mod learner;
+mod startcheck;
 
 use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
 use leader::{Candidacy, Leadership};
+use startcheck::StartCheck;
 
 /// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
 #[derive(
@@ -89,6 +91,11 @@ pub enum Message {
     Probe { floor: u64, nonce: u64 },
     /// The answer to a probe.
     ProbeReply(ProbeReply),
+    /// From a starting node: the highest sync sequence you have seen from me? (see `StartCheck`)
+    StartCheck { nonce: u64 },
+    /// The answer: `seen` is the highest sequence stamped on the sender's messages, the
+    /// start check's own (`yours`) included.
+    StartSeen { nonce: u64, seen: u64, yours: u64 },
     /// "I have severed our link (`severLink`): I ignore you until I restore it." Only shown
     /// in `status`; the sender's silence is what cuts the link.
     Severed,
@@ -102,6 +109,10 @@ pub struct Envelope {
     /// shell stamps each envelope it sends (see `trace::TraceWriter::next_id`).
     #[serde(default)]
     pub id: u64,
+    /// The sender's durable sync sequence when it sent this (see `StartCheck`). The core
+    /// leaves it 0; the shell stamps the sequence of its last completed sync.
+    #[serde(default)]
+    pub seq: u64,
     pub msg: Message,
 }
 
@@ -114,8 +125,12 @@ impl Envelope {
             ids.extend(ts.iter().flat_map(|t| [t.debit(), t.credit]))
         };
         match &self.msg {
-            Message::Hello | Message::CatchUp { .. } | Message::Probe { .. } | Message::Severed => {
-            }
+            Message::Hello
+            | Message::CatchUp { .. }
+            | Message::Probe { .. }
+            | Message::StartCheck { .. }
+            | Message::StartSeen { .. }
+            | Message::Severed => {}
             Message::Prepare { ballot, .. }
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
@@ -207,6 +222,8 @@ pub enum Action {
     },
     /// Exit at once, without cleanup (crashNode).
     Crash,
+    /// Stop with this `error:` line: going on could break a promise (see `StartCheck`).
+    Fatal(String),
 }
 
 /// A write the shell makes durable before any effect of the same turn.
@@ -387,6 +404,8 @@ pub struct Core {
     vote_floor: u64,
     reminded_at: u64,
     hello_at: u64,
+    // Detecting a rolled-back directory.
+    start: StartCheck,
 }
 
 /// State that is only ever printed, never acted on: it takes no part in a core's identity
@@ -464,6 +483,7 @@ impl Core {
             reminded_at: 0,
             hello_at: 0,
             vote_floor: 0,
+            start: StartCheck::new(params.nodes),
             ledger,
         };
         for record in records {
@@ -588,6 +608,7 @@ impl Core {
                 to,
                 env: Envelope {
                     id: 0,
+                    seq: 0,
                     depth: self.ledger.depth,
                     msg,
                 },
@@ -618,6 +639,8 @@ impl Core {
         self.timing.delay_min_ms + rand_next(&mut self.rng) % span
     }
 
+    /// Liveness only (when to forward, when to run): no safety rule relies on this lease, so
+    /// it is checked on ticks, not where messages are handled.
     fn leader_alive(&self) -> bool {
         match self.leader {
             Some(b) if b.node == self.id => self.is_leader(),
@@ -652,6 +675,9 @@ impl Core {
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
         self.heard_at.0[from] = self.now;
+        if !self.note_seq(from, &env) {
+            return; // checking this node's own state first
+        }
         if let Role::Leader(l) = &mut self.role {
             l.heard[from] = true;
         }
@@ -678,12 +704,21 @@ impl Core {
             Message::Blocks { blocks } => self.on_blocks(from, blocks, out),
             Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
             Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
+            Message::StartCheck { nonce } => self.on_start_check(from, nonce, env.seq, out),
             Message::Severed => unreachable!("handled above"),
+            Message::StartSeen { nonce, seen, yours } => {
+                self.on_start_seen(from, nonce, seen, yours, out)
+            }
         }
-        self.maybe_catch_up(from, out);
+        if !self.checking() {
+            self.maybe_catch_up(from, out);
+        }
     }
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if !self.check_start_tick(out) {
+            return; // nothing but the check until a majority has answered
+        }
         self.probe(out);
         self.say_hello(out);
         if self
@@ -695,13 +730,8 @@ impl Core {
         self.retry_catch_up(out);
         match self.role {
             Role::Leader(_) => self.lead(out),
-            Role::Candidate(ref c) => {
-                let expired = self.now >= c.started + self.timing.leader_timeout_ms;
-                if expired {
-                    self.log(out, || "election timed out".to_string());
-                    self.role = Role::Follower;
-                    self.election_at = Some(self.now + self.random_delay());
-                }
+            Role::Candidate(_) => {
+                self.candidacy_expired(out);
             }
             Role::Follower => self.follow_tick(out),
         }

@@ -60,7 +60,12 @@ fn tx(node: NodeId, seq: u64, credit: NodeId, amount: u64) -> Transfer {
 fn msg(from: NodeId, depth: u64, msg: Message) -> Event {
     Event::Message {
         from,
-        env: Envelope { depth, id: 0, msg },
+        env: Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg,
+        },
     }
 }
 
@@ -135,6 +140,7 @@ impl Cluster {
             to,
             Envelope {
                 id: 0,
+                seq: 0,
                 depth,
                 msg: Message::Blocks { blocks },
             },
@@ -363,6 +369,7 @@ fn a_restarted_acceptor_keeps_its_promise_and_accepted_value() {
             env: Envelope {
                 depth: 0,
                 id: 0,
+                seq: 0,
                 msg,
             },
         };
@@ -691,6 +698,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
                 to: vec![0],
                 env: Envelope {
                     id: 0,
+                    seq: 0,
                     depth: 0,
                     msg: Message::Accepted {
                         ballot: b,
@@ -724,6 +732,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
                 to: vec![1],
                 env: Envelope {
                     id: 0,
+                    seq: 0,
                     depth: 0,
                     msg: promise
                 }
@@ -997,6 +1006,87 @@ fn an_amnesic_node_accepts_nothing_until_its_peers_have_answered() {
     let mut out = Vec::new();
     core.handle(1001, msg(0, 0, accept), &mut out);
     assert_eq!(out, vec![], "no vote, no write, no reply");
+}
+
+fn is(w: &Wire, from: NodeId, to: NodeId, pick: impl Fn(&Message) -> bool) -> bool {
+    w.from == from && w.to == to && pick(&w.env.msg)
+}
+
+fn prepare(m: &Message) -> bool {
+    matches!(m, Message::Prepare { .. })
+}
+
+/// Issue 18, bug 1: nodes L, P, Q, V, A. A candidacy outlives a leader timeout while a
+/// promise it counted is forgotten by `--recover`; a late promise must not make it win.
+#[test]
+fn a_candidacy_past_its_leader_timeout_counts_no_late_promise() {
+    let (l, p, q, v, a) = (0, 1, 2, 3, 4);
+    let mut c = Cluster::new(5);
+    c.transfer(l, 1, 10);
+    c.transfer(a, 1, 20);
+    // A prepares b; V promises b and A counts it (2 of 3).
+    c.elect(a);
+    c.deliver(|w| is(w, a, v, prepare));
+    c.deliver(|w| is(w, v, a, |m| matches!(m, Message::Promise { .. })));
+    // L prepares a lower ballot and wins with P and Q; V's disk loses its promise for b.
+    c.elect(l);
+    assert!(c.core(l).promised() < c.core(a).promised());
+    c.deliver(|w| is(w, l, p, prepare) || is(w, l, q, prepare));
+    c.crash(v);
+    c.disks[v].records = vec![Record::Amnesia]; // as `benmo node --recover` leaves it
+    c.restart(v);
+    c.batch(v, vec![]);
+    c.deliver(|w| w.to == l && matches!(w.env.msg, Message::Promise { .. }));
+    assert!(c.core(l).is_leader());
+    // A runs no turn for a leader timeout; V waits that long, asks L, P and Q, and recovers.
+    c.now += Timing::default().leader_timeout_ms;
+    c.batch(v, vec![]);
+    c.deliver(|w| w.from == v && w.to != a);
+    c.deliver(|w| w.to == v && matches!(w.env.msg, Message::ProbeReply(_)));
+    assert_eq!(c.lines_with(v, "recovered: "), 1, "{:?}", c.lines[v]);
+    // X is chosen at depth 1 by L, Q and V; P and Q miss the decide.
+    c.deliver(|w| w.from == l && (w.to == q || w.to == v));
+    c.deliver(|w| w.to == l && matches!(w.env.msg, Message::Accepted { .. }));
+    assert_eq!(c.disks[l].chain.len(), 1, "X is chosen");
+    // P's promise for b reaches A, handled before the tick in A's next turn.
+    c.deliver(|w| is(w, a, p, prepare));
+    c.deliver(|w| is(w, p, a, |m| matches!(m, Message::Promise { .. })));
+    assert!(!c.core(a).is_leader(), "a timed-out candidacy won");
+    c.deliver(|w| w.from == a && (w.to == p || w.to == q));
+    c.deliver(|w| w.to == a);
+    let firsts: Vec<&Block> = c.disks.iter().filter_map(|d| d.chain.first()).collect();
+    assert!(
+        firsts.iter().all(|b| *b == firsts[0]),
+        "two values chosen at depth 1: {firsts:?}"
+    );
+}
+
+/// Was a false `error:` (simulator seeds 3003614, 3033837, 3114380, with pauses): a node asked
+/// for blocks from depth 5, its chain was then cut by `--recover`, and a peer that had been
+/// stalled meanwhile answered the old request. Blocks above a gap are a stale reply, not a
+/// bad block: the node takes none of them, prints no error, and asks again.
+#[test]
+fn blocks_above_a_gap_are_a_stale_reply_not_an_error() {
+    let mut chain = Ledger::new(3, BALANCE);
+    let mut blocks = Vec::new();
+    for _ in 0..6 {
+        let block = chain.seal(1, &[]);
+        chain.apply(&block).unwrap();
+        blocks.push(block);
+    }
+    let mut core = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut out = Vec::new();
+    let stale = Message::Blocks {
+        blocks: blocks[4..].to_vec(),
+    };
+    core.handle(10, msg(1, 6, stale), &mut out);
+    assert_eq!(errors(&out), 0, "{out:?}");
+    assert_eq!(core.ledger().depth, 0);
+    let asks = |a: &Action| matches!(a, Action::Send { env, .. } if matches!(env.msg, Message::CatchUp { from: 1 }));
+    assert!(out.iter().any(asks), "{out:?}");
+    let fresh = Message::Blocks { blocks };
+    core.handle(20, msg(1, 6, fresh), &mut out);
+    assert_eq!(core.ledger().depth, 6);
 }
 
 fn printed(out: &[Action]) -> Vec<String> {

@@ -12,6 +12,11 @@
 //!   checksum: the first 8 bytes of SHA-256(payload)
 //!   payload:  compact serde_json of a `Block` (chain.log) or a `Record` (wal.log)
 //! ```
+//!
+//! The first record of every log this version writes is its format marker, a fixed payload
+//! naming the file (`MARKER`). It says that the directory always has a superblock, so one
+//! that is missing is damage, not an older version. It is framed and checksummed like any
+//! record: it cannot be removed without rewriting the file from its start or emptying it.
 
 use super::{io_err, StoreError};
 use crate::ledger::Block;
@@ -26,6 +31,21 @@ pub(super) const HEADER: usize = 12;
 pub const MAX_RECORD: usize = 64 << 20;
 /// Large reads keep replaying a long chain cheap in syscalls.
 const READ_BUFFER: usize = 1 << 20;
+
+/// The payload of the first record of `chain.log` and `wal.log` (format 2).
+pub(super) fn marker(name: &str) -> String {
+    format!(r#"{{"benmo":"{name}","format":2}}"#)
+}
+
+/// The framed marker record of the log called `name`.
+pub(super) fn marker_record(name: &str) -> Vec<u8> {
+    let payload = marker(name);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checksum(payload.as_bytes()));
+    out.extend_from_slice(payload.as_bytes());
+    out
+}
 
 /// How much of a file is good records; `good < len` means a torn tail follows.
 #[derive(Clone, Copy)]

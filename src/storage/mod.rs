@@ -19,6 +19,12 @@
 //! (see `superblock`). Records that were synced and then vanished (a disk that dropped an
 //! fsynced write, a directory copied while its node ran) may have been promises or votes:
 //! `open` refuses with `StoreError::LostTail` rather than mistake them for a torn tail.
+//! Each log starts with a format marker (see `format`): a directory whose logs carry one
+//! and that has no superblock lost it, and is refused (`StoreError::NoSuperblock`) instead
+//! of being taken for a directory of an older version, which would turn the check off.
+//!
+//! A running store checks at every sync that its files are still the ones at their paths
+//! (`StoreError::Replaced`): writes to a file that was deleted or replaced are not durable.
 //!
 //! On open the chain is replayed into a `Ledger`; only each block's offset is kept in memory,
 //! which is enough for `blocks` to serve catch-up with a single read.
@@ -31,11 +37,12 @@ mod tests;
 use crate::ledger::{Block, Ledger, NodeId};
 use crate::paxos::Record;
 pub use format::MAX_RECORD;
-use format::{decode_blocks, encode, scan, Extent, HEADER};
+use format::{decode_blocks, encode, marker, marker_record, scan, Extent, HEADER};
 use serde::Serialize;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 use superblock::{
@@ -71,6 +78,15 @@ pub enum StoreError {
         expected: String,
         found: String,
     },
+    /// The superblock (this path) is missing from a directory whose logs carry the format
+    /// marker: whether synced data was lost cannot be told; nothing was modified.
+    NoSuperblock(PathBuf),
+    /// A file the running store writes was deleted or replaced under it: what it wrote
+    /// since is not in the file at that path.
+    Replaced {
+        file: PathBuf,
+        how: &'static str,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -102,6 +118,18 @@ impl fmt::Display for StoreError {
                 f,
                 "lost synced data at the end of {}: expected {expected}, found {found}; \
                  start the node with --recover to rebuild it from its peers",
+                file.display()
+            ),
+            StoreError::NoSuperblock(path) => write!(
+                f,
+                "missing {}: this node dir's logs are of a format that always has one, so \
+                 synced data may have been lost unseen; start the node with --recover to \
+                 rebuild it from its peers",
+                path.display()
+            ),
+            StoreError::Replaced { file, how } => write!(
+                f,
+                "{} was {how} while the node ran, so what it wrote since is not in that file",
                 file.display()
             ),
         }
@@ -183,6 +211,11 @@ impl Log {
         encode(&mut self.buf, value).map_err(io_err(&self.path))
     }
 
+    /// `Replaced` if the file at `path` is no longer the one this log writes.
+    fn check_still_ours(&self) -> Result<(), StoreError> {
+        still_at(&self.path, &self.file)
+    }
+
     /// Writes the buffer and waits until it is on disk; a no-op when nothing is buffered.
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
@@ -251,20 +284,37 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Creates `dir` (and parents) with empty chain.log and wal.log and a superblock saying
-    /// so, fsyncing files and dir. Errors if they already exist.
+    /// Creates `dir` (and parents) with chain.log and wal.log holding just their format
+    /// markers and a superblock saying so, fsyncing files and dir. Errors if they already
+    /// exist.
     pub fn create(dir: &Path) -> Result<(), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        create_empty(&dir.join(CHAIN))?;
-        create_empty(&dir.join(WAL))?;
-        Superblock::create(dir, &State::empty())?;
+        let (chain, wal) = (marker_record(CHAIN), marker_record(WAL));
+        create_with(&dir.join(CHAIN), &chain)?;
+        create_with(&dir.join(WAL), &wal)?;
+        let state = State {
+            chain: Mark::of(
+                chain.len() as u64,
+                &chain[chain.len().saturating_sub(TAIL)..],
+            ),
+            blocks: 0,
+            wal: Mark::of(wal.len() as u64, &wal[wal.len().saturating_sub(TAIL)..]),
+            old_wal: None,
+        };
+        Superblock::create(dir, &state)?;
         sync_dir(dir)?;
         sync_dir(parent(dir))
     }
 
+    /// The size of a chain.log that holds no block yet, as `create` writes it.
+    pub fn empty_chain_len() -> u64 {
+        marker_record(CHAIN).len() as u64
+    }
+
     /// Loads the chain and the WAL, cutting off torn tails (reported in `repairs`). Synced
-    /// records that are gone are `LostTail`. A directory without a superblock (made by an
-    /// older version) gets one, noted in `repairs`.
+    /// records that are gone are `LostTail`; a superblock missing where the logs carry the
+    /// format marker is `NoSuperblock`. A directory made by an older version (no marker, no
+    /// superblock) gets a superblock, noted in `repairs`.
     ///
     /// With `owner` set to `Some(id)`, this is the state of node `id`: a WAL record that node
     /// could never have written (a queued transfer from another account) is `Corrupt` at its
@@ -278,8 +328,10 @@ impl Store {
         let mut index = Vec::new();
         let loaded = load(dir, nodes, balance, owner, |offset, _| index.push(offset))?;
         let found = superblock::read(dir)?;
-        if let Some((_, state)) = &found {
-            refuse_lost_tails(&loaded, state)?;
+        match &found {
+            Some((_, state)) => refuse_lost_tails(&loaded, state)?,
+            None if loaded.marked => return Err(no_superblock(dir)),
+            None => {}
         }
         // Only now, with both files known good, may anything be changed.
         let mut repairs = cut_torn_tails(&loaded)?;
@@ -315,7 +367,7 @@ impl Store {
 
     /// Read-only check for `benmo audit`: verifies like `open` (with the same `owner` WAL
     /// checks) but never repairs; calls `each` for every block in order. Returns the final
-    /// ledger and a note if a tail is torn or the superblock is missing.
+    /// ledger and a note if a tail is torn or an older directory has no superblock yet.
     pub fn verify(
         dir: &Path,
         nodes: usize,
@@ -339,6 +391,7 @@ impl Store {
             .collect();
         match superblock::read(dir)? {
             Some((_, state)) => refuse_lost_tails(&loaded, &state)?,
+            None if loaded.marked => return Err(no_superblock(dir)),
             None => notes.push(format!(
                 "{} has no superblock (made by an older version); the node writes one when \
                  it starts",
@@ -388,7 +441,12 @@ impl Store {
             self.synced = self.index.len();
         }
         chain.and(wal)?;
-        self.superblock.update(&self.state())
+        // Before the superblock records them: writes to a file no longer at its path are
+        // lost, and the real superblock must not claim them.
+        self.chain.check_still_ours()?;
+        self.wal.check_still_ours()?;
+        self.superblock.update(&self.state())?;
+        self.superblock.check_still_ours()
     }
 
     /// What is durable now, as the superblock records it.
@@ -399,6 +457,12 @@ impl Store {
             wal: self.wal.mark(),
             old_wal: None,
         }
+    }
+
+    /// The superblock's sequence: how many syncs this directory has made durable. It only
+    /// grows, unless the directory is replaced by an older copy.
+    pub fn seq(&self) -> u64 {
+        self.superblock.seq()
     }
 
     /// Blocks in the chain, including buffered ones.
@@ -464,7 +528,8 @@ impl Store {
     /// file may be wal.log until the rename is durable. Returns the new file's length.
     fn stage_wal(&mut self, live: &[Record]) -> Result<u64, StoreError> {
         let tmp = self.dir.join(WAL_TMP);
-        let mut bytes = Vec::new();
+        // The marker goes first, so that compacting also upgrades an older wal.log.
+        let mut bytes = marker_record(WAL);
         for record in live {
             encode(&mut bytes, record).map_err(io_err(&tmp))?;
         }
@@ -505,7 +570,7 @@ impl Store {
         owner: NodeId,
     ) -> Result<Recovery, StoreError> {
         let mut recovery = Recovery::default();
-        let mut damaged = Vec::new();
+        let mut damaged = recreate_missing_logs(dir, &mut recovery)?;
         let loaded = loop {
             match load(dir, nodes, balance, Some(owner), |_, _| {}) {
                 Ok(loaded) => break loaded,
@@ -520,9 +585,24 @@ impl Store {
                 Err(e) => return Err(e),
             }
         };
+        // The sequence goes on from the old superblock's, when there is one to read.
+        let mut seq = 0;
         let lost = match superblock::read(dir) {
+            Ok(None) if loaded.marked => {
+                // What was synced is unknown: as for a lost tail, votes may be forgotten.
+                recovery.votes_lost = true;
+                recovery.notes.push(format!(
+                    "wrote a new superblock in {}: it was missing, so any synced data lost \
+                     with it cannot be told; recovering as if votes were lost",
+                    dir.display()
+                ));
+                Vec::new()
+            }
             Ok(None) => return Ok(recovery), // an older directory: `open` writes one
-            Ok(Some((_, state))) => lost_tails(&loaded, &state)?,
+            Ok(Some((old, state))) => {
+                seq = old;
+                lost_tails(&loaded, &state)?
+            }
             Err(StoreError::Corrupt { file, reason, .. }) => {
                 move_aside(dir, &file, 0, &reason, &mut recovery)?;
                 Vec::new()
@@ -543,8 +623,8 @@ impl Store {
                 }
             }
         }
-        if !recovery.moved.is_empty() {
-            Superblock::create(dir, &describe(&loaded)?)?;
+        if recovery.votes_lost {
+            Superblock::create_after(dir, &describe(&loaded)?, seq)?;
         }
         Ok(recovery)
     }
@@ -563,8 +643,32 @@ impl Store {
 struct Loaded {
     ledger: Ledger,
     records: Vec<Record>,
+    /// Either log starts with its format marker: the directory is of this format.
+    marked: bool,
     /// chain.log and wal.log, in that order.
     files: [(PathBuf, Extent); 2],
+}
+
+/// For `Store::recover`: recreates, empty, each log missing beside a superblock (which says
+/// it held synced records), and returns their paths.
+fn recreate_missing_logs(dir: &Path, recovery: &mut Recovery) -> Result<Vec<PathBuf>, StoreError> {
+    let mut recreated = Vec::new();
+    if !dir.join(superblock::NAME).exists() {
+        return Ok(recreated); // an older dir, or not one at all: `load` says which
+    }
+    for path in [dir.join(CHAIN), dir.join(WAL)] {
+        if fs::symlink_metadata(&path).is_err() {
+            create_with(&path, &[])?;
+            sync_dir(dir)?;
+            recovery.votes_lost = true;
+            recovery.notes.push(format!(
+                "recreated missing {} empty (its synced records are lost)",
+                path.display()
+            ));
+            recreated.push(path);
+        }
+    }
+    Ok(recreated)
 }
 
 /// Moves `file` aside whole and puts back its first `good` bytes (see `Store::recover`).
@@ -628,11 +732,23 @@ fn load(
     mut on_block: impl FnMut(u64, &Block),
 ) -> Result<Loaded, StoreError> {
     let (chain_path, wal_path) = (dir.join(CHAIN), dir.join(WAL));
-    for path in [dir, &chain_path, &wal_path] {
-        require(path)?;
+    require(dir)?;
+    // A log missing beside a superblock lost what the superblock says it held: it reads as
+    // empty here, and the superblock check names it.
+    let lost_ok = dir.join(superblock::NAME).exists();
+    for path in [&chain_path, &wal_path] {
+        if !lost_ok {
+            require(path)?;
+        }
     }
     let mut ledger = Ledger::new(nodes, balance);
-    let chain = scan(&chain_path, |offset, payload| {
+    let (chain_marker, wal_marker) = (marker(CHAIN), marker(WAL));
+    let mut marked = false;
+    let chain = scan_if_there(&chain_path, |offset, payload| {
+        if offset == 0 && payload == chain_marker.as_bytes() {
+            marked = true;
+            return Ok(());
+        }
         let block: Block =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable block: {e}"))?;
         let expected = ledger.depth + 1;
@@ -647,7 +763,11 @@ fn load(
         Ok(())
     })?;
     let mut records = Vec::new();
-    let wal = scan(&wal_path, |_, payload| {
+    let wal = scan_if_there(&wal_path, |offset, payload| {
+        if offset == 0 && payload == wal_marker.as_bytes() {
+            marked = true;
+            return Ok(());
+        }
         let record =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable record: {e}"))?;
         if let (Record::Queue(t), Some(owner)) = (&record, owner) {
@@ -664,8 +784,20 @@ fn load(
     Ok(Loaded {
         ledger,
         records,
+        marked,
         files: [(chain_path, chain), (wal_path, wal)],
     })
+}
+
+/// `scan`, or an empty extent if `path` does not exist.
+fn scan_if_there(
+    path: &Path,
+    each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<Extent, StoreError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Extent { good: 0, len: 0 }),
+        _ => scan(path, each),
+    }
 }
 
 /// `NotInitialised` if `path` does not exist.
@@ -679,13 +811,35 @@ fn require(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn create_empty(path: &Path) -> Result<(), StoreError> {
+/// Creates `path` holding `bytes`, fsynced; errors if it exists.
+fn create_with(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .and_then(|f| f.sync_all())
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
         .map_err(io_err(path))
+}
+
+fn no_superblock(dir: &Path) -> StoreError {
+    StoreError::NoSuperblock(dir.join(superblock::NAME))
+}
+
+/// `Replaced` unless `file` is the file at `path` (an fstat and a stat), so that a node
+/// never acknowledges writes that went to a deleted, moved or replaced file.
+fn still_at(path: &Path, file: &File) -> Result<(), StoreError> {
+    let replaced = |how| StoreError::Replaced {
+        file: path.to_path_buf(),
+        how,
+    };
+    let open = file.metadata().map_err(io_err(path))?;
+    match fs::metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == (open.dev(), open.ino()) => Ok(()),
+        Ok(_) => Err(replaced("replaced by another file")),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        Err(_) if open.nlink() == 0 => Err(replaced("deleted")),
+        Err(_) => Err(replaced("moved away")),
+    }
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {

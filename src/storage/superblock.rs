@@ -18,13 +18,13 @@
 //! A tail is the first 8 bytes of SHA-256 of a file's last (up to 64) synced bytes: a file
 //! shorter than its synced length, or with other bytes at that point, lost synced data.
 
-use super::{io_err, sync_dir, Loaded, StoreError};
+use super::{io_err, still_at, sync_dir, Loaded, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const NAME: &str = "superblock";
+pub(super) const NAME: &str = "superblock";
 const TMP: &str = "superblock.tmp";
 const MAGIC: &[u8; 8] = b"BENMOSB1";
 const SLOT: u64 = 512;
@@ -81,17 +81,6 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Two empty logs.
-    pub fn empty() -> State {
-        let empty = Mark::of(0, &[]);
-        State {
-            chain: empty,
-            blocks: 0,
-            wal: empty,
-            old_wal: None,
-        }
-    }
-
     fn encode(&self, seq: u64) -> [u8; USED] {
         let old = self.old_wal.unwrap_or(Mark {
             len: u64::MAX,
@@ -179,9 +168,15 @@ impl Superblock {
     /// Replaces any superblock in `dir` with one holding `state` in both slots, atomically
     /// (write a temporary file, fsync, rename, fsync the directory).
     pub fn create(dir: &Path, state: &State) -> Result<Superblock, StoreError> {
+        Superblock::create_after(dir, state, 0)
+    }
+
+    /// `create`, with sequences above `seq` (the replaced superblock's), so that the
+    /// sequence never goes back.
+    pub fn create_after(dir: &Path, state: &State, seq: u64) -> Result<Superblock, StoreError> {
         let tmp = dir.join(TMP);
         let mut bytes = vec![0; 2 * SLOT as usize];
-        for seq in [1, 2] {
+        for seq in [seq + 1, seq + 2] {
             let at = slot_of(seq) as usize;
             bytes[at..at + USED].copy_from_slice(&state.encode(seq));
         }
@@ -190,7 +185,17 @@ impl Superblock {
             .map_err(io_err(&tmp))?;
         fs::rename(&tmp, dir.join(NAME)).map_err(io_err(&tmp))?;
         sync_dir(dir)?;
-        Superblock::open(dir, 2)
+        Superblock::open(dir, seq + 2)
+    }
+
+    /// `Replaced` if the file at its path is no longer this one.
+    pub fn check_still_ours(&self) -> Result<(), StoreError> {
+        still_at(&self.path, &self.file)
+    }
+
+    /// The sequence of the newest slot: it grows with every update.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Makes `state` the newest slot, durably, leaving the previous one intact.
@@ -243,6 +248,7 @@ pub(super) fn lost_tails(loaded: &Loaded, state: &State) -> Result<Vec<StoreErro
 
 fn lost_tail(file: &Path, good: u64, synced: u64, expected: String, found: String) -> StoreError {
     let found = match good < synced {
+        _ if fs::symlink_metadata(file).is_err() => "no file".to_string(),
         true => found,
         false => format!("other bytes before offset {synced}"),
     };

@@ -69,9 +69,9 @@ fn frame(value: &impl Serialize) -> Vec<u8> {
     buf
 }
 
-/// File offset of each block in a chain.log holding `blocks`.
+/// File offset of each block in a chain.log holding `blocks` (after the format marker).
 fn offsets(blocks: &[Block]) -> Vec<u64> {
-    let mut at = 0;
+    let mut at = Store::empty_chain_len();
     blocks
         .iter()
         .map(|b| {
@@ -327,7 +327,7 @@ fn a_bit_flip_in_the_wal_is_refused_and_nothing_changes() {
     let mut c = read(&dir).0;
     c.extend_from_slice(&[0; 30]);
     fs::write(dir.join(CHAIN), &c).unwrap();
-    let at = frame(&records()[0]).len() as u64;
+    let at = marker_record(WAL).len() as u64 + frame(&records()[0]).len() as u64;
     flip(&dir.join(WAL), at + HEADER as u64 + 2, 0x10);
     let before = read(&dir);
 
@@ -403,9 +403,36 @@ fn missing_state_is_not_initialised() {
     Store::create(&dir).unwrap();
     assert!(matches!(Store::create(&dir), Err(StoreError::Io { .. })));
     fs::remove_file(dir.join(WAL)).unwrap();
+    fs::remove_file(dir.join(superblock::NAME)).unwrap();
     assert!(matches!(open(&dir), Err(StoreError::NotInitialised(p)) if p == dir.join(WAL)));
     let verified = Store::verify(&dir, NODES, BALANCE, None, |_| ());
     assert!(matches!(verified, Err(StoreError::NotInitialised(_))));
+}
+
+#[test]
+fn a_log_missing_beside_its_superblock_is_a_lost_tail_that_recover_rebuilds() {
+    let (_tmp, dir) = fresh(&chain(2), &records());
+    let wal = dir.join(WAL);
+    let synced = len(&wal);
+    fs::remove_file(&wal).unwrap();
+    let expected = format!("{synced} bytes");
+    assert_lost(open(&dir), &wal, &expected, "no file");
+    assert_lost(
+        Store::verify(&dir, NODES, BALANCE, None, |_| ()),
+        &wal,
+        &expected,
+        "no file",
+    );
+    assert!(!wal.exists(), "a refusal creates nothing");
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert!(done.votes_lost && done.moved.is_empty(), "{done:?}");
+    assert!(
+        done.notes[0].contains("recreated missing"),
+        "{:?}",
+        done.notes
+    );
+    let opened = open(&dir).unwrap();
+    assert_eq!((opened.store.depth(), opened.records.len()), (2, 0));
 }
 
 #[test]
@@ -603,14 +630,26 @@ fn a_torn_superblock_slot_falls_back_to_the_other() {
     assert!(err.contains("neither superblock slot is intact"), "{err}");
 }
 
+/// Makes `dir` look as an older version left it: no format markers, no superblock.
+fn as_older_version(dir: &Path) {
+    for name in [CHAIN, WAL] {
+        let bytes = fs::read(dir.join(name)).unwrap();
+        let marker = marker_record(name);
+        assert!(bytes.starts_with(&marker), "{name} starts with its marker");
+        fs::write(dir.join(name), &bytes[marker.len()..]).unwrap();
+    }
+    fs::remove_file(dir.join(superblock::NAME)).unwrap();
+}
+
 #[test]
-fn a_directory_without_a_superblock_is_accepted_and_gets_one() {
+fn an_older_directory_is_accepted_and_gets_a_superblock() {
     let (_tmp, dir) = fresh(&chain(2), &records());
-    fs::remove_file(dir.join("superblock")).unwrap();
+    as_older_version(&dir);
     let (_, note) = Store::verify(&dir, NODES, BALANCE, None, |_| ()).unwrap();
     assert!(note.unwrap().contains("no superblock"));
     let opened = open(&dir).unwrap();
     assert_eq!(opened.records, records());
+    assert_eq!(opened.store.depth(), 2);
     assert_eq!(opened.repairs.len(), 1);
     assert!(opened.repairs[0].contains("older version"));
     drop(opened);
@@ -618,6 +657,130 @@ fn a_directory_without_a_superblock_is_accepted_and_gets_one() {
     assert!(open(&dir).unwrap().repairs.is_empty());
     set_len(&dir.join(WAL), 3);
     assert!(matches!(open(&dir), Err(StoreError::LostTail { .. })));
+}
+
+#[test]
+fn compaction_upgrades_an_older_wal_with_its_marker() {
+    let (_tmp, dir) = fresh(&chain(1), &records());
+    as_older_version(&dir);
+    let mut store = open(&dir).unwrap().store;
+    store.compact(&records()[..2]).unwrap();
+    drop(store);
+    assert!(read(&dir).1.starts_with(&marker_record(WAL)));
+    assert_eq!(open(&dir).unwrap().records, records()[..2]);
+    // From now on a missing superblock is damage.
+    fs::remove_file(dir.join(superblock::NAME)).unwrap();
+    assert!(matches!(open(&dir), Err(StoreError::NoSuperblock(_))));
+}
+
+#[test]
+fn a_missing_superblock_in_a_marked_directory_is_refused() {
+    let blocks = chain(3);
+    let (_tmp, dir) = fresh(&blocks, &records());
+    // The case that hid a lost tail: a chain cut back to one block, then `rm superblock`.
+    set_len(&dir.join(CHAIN), offsets(&blocks)[1]);
+    fs::remove_file(dir.join(superblock::NAME)).unwrap();
+    let before = read(&dir);
+    let err = open(&dir).unwrap_err();
+    let want = format!(
+        "missing {}: this node dir's logs are of a format that always has one, so synced \
+         data may have been lost unseen; start the node with --recover to rebuild it from \
+         its peers",
+        dir.join("superblock").display()
+    );
+    assert_eq!(err.to_string(), want);
+    let verified = Store::verify(&dir, NODES, BALANCE, None, |_| ()).unwrap_err();
+    assert_eq!(verified.to_string(), want);
+    assert_eq!(read(&dir), before, "nothing changed");
+    assert!(!dir.join("superblock").exists());
+    // Either marker is enough: an emptied chain.log leaves the WAL's.
+    set_len(&dir.join(CHAIN), 0);
+    assert!(matches!(open(&dir), Err(StoreError::NoSuperblock(_))));
+    fs::write(dir.join(CHAIN), &before.0).unwrap();
+
+    let done = Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    assert!(done.votes_lost, "what was synced is unknown");
+    assert!(done.moved.is_empty(), "nothing is known damaged");
+    assert!(done.notes[0].contains("it was missing"), "{:?}", done.notes);
+    assert_eq!(read(&dir), before, "the logs are kept as they are");
+    let opened = open(&dir).unwrap();
+    assert_eq!((opened.store.depth(), opened.records), (1, records()));
+}
+
+#[test]
+fn the_marker_counts_only_at_the_start_of_its_own_file() {
+    let (_tmp, dir) = fresh(&chain(1), &[]);
+    // The WAL's marker in chain.log, after a block: damage, not a marker.
+    unsynced(&dir.join(CHAIN), &marker_record(WAL));
+    let at = offsets(&chain(2))[1];
+    assert_corrupt(open(&dir), &dir.join(CHAIN), at, "undecodable block");
+    // chain.log's marker at the start of wal.log is not a WAL record either.
+    let (_tmp, dir) = fresh(&[], &[]);
+    fs::write(dir.join(WAL), marker_record(CHAIN)).unwrap();
+    assert_corrupt(open(&dir), &dir.join(WAL), 0, "undecodable record");
+}
+
+#[test]
+fn recovering_a_lost_tail_keeps_the_superblock_sequence_rising() {
+    let (_tmp, dir, at) = promised();
+    let (before, _) = superblock::read(&dir).unwrap().unwrap();
+    set_len(&dir.join(WAL), at);
+    Store::recover(&dir, NODES, BALANCE, 0).unwrap();
+    let (after, _) = superblock::read(&dir).unwrap().unwrap();
+    assert!(after > before, "{after} > {before}");
+}
+
+// ----- files deleted or replaced under a running store -----
+
+/// An open store with one unsynced record, to be synced after `tamper`.
+fn sync_after(tamper: impl FnOnce(&Path)) -> (TempDir, PathBuf, StoreError) {
+    let (tmp, dir) = fresh(&chain(1), &records()[..1]);
+    let mut store = open(&dir).unwrap().store;
+    store.sync().unwrap();
+    tamper(&dir);
+    store.append(&records()[1]).unwrap();
+    let err = store.sync().unwrap_err();
+    assert!(
+        store.append(&records()[2]).is_err(),
+        "the store is poisoned"
+    );
+    (tmp, dir, err)
+}
+
+#[test]
+fn a_deleted_or_replaced_file_fails_the_next_sync() {
+    let (_tmp, dir, err) = sync_after(|d| fs::remove_file(d.join(WAL)).unwrap());
+    let wal = dir.join(WAL);
+    assert!(matches!(&err, StoreError::Replaced { file, how: "deleted" } if *file == wal));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} was deleted while the node ran, so what it wrote since is not in that file",
+            wal.display()
+        )
+    );
+    let copy = |d: &Path, name: &str| {
+        let tmp = d.join("copy");
+        fs::copy(d.join(name), &tmp).unwrap();
+        fs::rename(&tmp, d.join(name)).unwrap();
+    };
+    for name in [WAL, CHAIN, superblock::NAME] {
+        let (_tmp, dir, err) = sync_after(|d| copy(d, name));
+        let path = dir.join(name);
+        assert!(
+            matches!(&err, StoreError::Replaced { file, how: "replaced by another file" } if *file == path),
+            "{name}: {err}"
+        );
+    }
+    let (_tmp, dir, err) = sync_after(|d| {
+        fs::rename(d, d.with_extension("moved")).unwrap();
+        fs::create_dir(d).unwrap();
+    });
+    let chain = dir.join(CHAIN);
+    assert!(
+        matches!(&err, StoreError::Replaced { file, how: "moved away" } if *file == chain),
+        "{err}"
+    );
 }
 
 #[test]

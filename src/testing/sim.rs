@@ -10,10 +10,11 @@
 //! `Core::recover` from the durable chain and records.
 //!
 //! What it throws at the protocol: message delays (so reordering), drops, duplicates,
-//! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, log compaction,
-//! damaged disks repaired by `--recover` (see `Sim::damage`), and clients that submit valid,
-//! overdrawing and invalid transfers (and read-only commands). Each seed picks its own mix of
-//! faults and timers ("swarm testing").
+//! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, pauses (a node
+//! stopped for up to two leader timeouts wakes to all its queued messages in one turn, see
+//! `Sim::pause`), log compaction, damaged disks repaired by `--recover` (see `Sim::damage`),
+//! and clients that submit valid, overdrawing and invalid transfers (and read-only commands).
+//! Each seed picks its own mix of faults and timers ("swarm testing").
 //!
 //! What it checks, after every batch: no two nodes commit different blocks at one depth; every
 //! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
@@ -59,6 +60,9 @@ pub struct SimConfig {
     /// Write each node's message trace under `trace_dir/node<ID>/` (see the module docs).
     /// `None`, the default, costs nothing.
     pub trace_dir: Option<PathBuf>,
+    /// Whether the seed may pause nodes (see `Sim::pause`). Off, a seed runs as it did before
+    /// pauses existed, which is how seeds found then are replayed.
+    pub pauses: bool,
 }
 
 impl SimConfig {
@@ -70,6 +74,7 @@ impl SimConfig {
             trace: false,
             classroom: false,
             trace_dir: None,
+            pauses: true,
         }
     }
 }
@@ -97,6 +102,10 @@ pub struct Stats {
     pub indeterminate: u64,
     /// Transfers queued after a loss whose id an older, lost transfer took.
     pub lost_ids: u64,
+    /// Nodes stopped for a while, their messages queued (see `Sim::pause`).
+    pub pauses: u64,
+    /// The most events a paused node handled in the turn it woke with.
+    pub longest_wake: u64,
     pub queued: u64,
     pub rejected: u64,
     /// Transfers on the final chain, and its depth.
@@ -154,10 +163,13 @@ struct Knobs {
     /// Drawn, like every damage, from `Sim::harm`, so that a seed without damage runs as it
     /// did before this fault existed.
     damage: u64,
+    /// Per mille of faults that also pause a node (see `Sim::pause`). Drawn, like every
+    /// pause, from `Sim::stall`, so that a seed without pauses runs as it did before.
+    pause: u64,
 }
 
 impl Knobs {
-    fn pick(rng: &mut Rng, harm: &mut Rng) -> Knobs {
+    fn pick(rng: &mut Rng, harm: &mut Rng, stall: &mut Rng) -> Knobs {
         Knobs {
             drop: [0, 10, 50, 200][rng.below(4)],
             dup: [0, 20, 100][rng.below(3)],
@@ -170,6 +182,7 @@ impl Knobs {
             torn: [0, 5, 30][rng.below(3)],
             serve_max: rng.range(1, 8) as usize,
             damage: [0, 0, 100, 300][harm.below(4)],
+            pause: [0, 100, 300, 600][stall.below(4)],
         }
     }
 
@@ -180,6 +193,7 @@ impl Knobs {
             delay_max: self.delay_max.min(20),
             torn: 0,
             damage: 0,
+            pause: 0,
             ..self.clone()
         }
     }
@@ -219,6 +233,8 @@ struct Node {
     floor: u64,
     /// This incarnation's message trace, when `SimConfig::trace_dir` is set.
     trace: Option<TraceWriter>,
+    /// Stopped (SIGSTOP, a long fsync) until then: it runs no turn, its messages queue.
+    paused_until: u64,
 }
 
 impl Node {
@@ -268,6 +284,8 @@ struct Sim<'a> {
     rng: Rng,
     /// A second generator for disk damage alone (see `Knobs::damage`).
     harm: Rng,
+    /// A third for pauses alone (see `Knobs::pause`).
+    stall: Rng,
     knobs: Knobs,
     timing: Timing,
     now: u64,
@@ -302,12 +320,15 @@ impl<'a> Sim<'a> {
         let n = cfg.nodes;
         let mut rng = Rng::new(seed);
         let mut harm = Rng::new(seed ^ 0xDA6A_6ED0_15C5_0000);
-        let knobs = Knobs::pick(&mut rng, &mut harm);
+        let mut stall = Rng::new(seed ^ 0x57A1_1ED0_0000_0000);
+        let mut knobs = Knobs::pick(&mut rng, &mut harm, &mut stall);
+        knobs.pause *= cfg.pauses as u64;
         let timing = random_timing(&mut rng);
         let mut sim = Sim {
             cfg,
             rng,
             harm,
+            stall,
             knobs,
             timing,
             now: 0,
@@ -340,6 +361,7 @@ impl<'a> Sim<'a> {
                 amnesic: false,
                 floor: 0,
                 trace: None,
+                paused_until: 0,
             });
         }
         sim
@@ -492,18 +514,17 @@ impl<'a> Sim<'a> {
             seed: self.rng.next_u64(),
         };
         let node = &mut self.nodes[x];
-        // Recovering or not is what the durable records say, whatever was printed.
-        node.amnesic = node.records.iter().rev().find_map(|r| match r {
-            Record::Amnesia => Some(true),
-            Record::VoteFloor(_) => Some(false),
-            _ => None,
-        }) == Some(true);
         let core = Core::recover(params, node.disk.clone(), node.records.clone());
         assert_eq!(
             core.ledger(),
             &node.disk,
             "recover keeps the ledger it is given"
         );
+        // Recovering or not is what the core rebuilt from the durable records says, whatever
+        // was printed: a crash can make `VoteFloor` durable and lose its `recovered:` line.
+        let (amnesic, floor) = recovery_state(&core);
+        node.amnesic = amnesic;
+        node.floor = node.floor.max(floor);
         node.core = Some(core);
         node.life += 1;
         if let Some(dir) = &self.cfg.trace_dir {
@@ -529,6 +550,7 @@ impl<'a> Sim<'a> {
         node.trace = None;
         node.inbox.clear();
         node.life += 1;
+        node.paused_until = 0;
         self.stats.crashes += 1;
         self.relink(before);
         if self.faults && self.may_damage(x) && self.harm.chance(self.knobs.damage) {
@@ -544,6 +566,10 @@ impl<'a> Sim<'a> {
     fn tick(&mut self, x: NodeId) -> Result<(), String> {
         let mut events = std::mem::take(&mut self.nodes[x].inbox);
         events.push(Event::Tick);
+        if self.nodes[x].paused_until == self.now {
+            self.trace(|| format!("n{x} wakes to {} events", events.len()));
+            self.stats.longest_wake = self.stats.longest_wake.max(events.len() as u64);
+        }
         let lines = self.batch(x, events)?;
         if let Some(line) = lines.iter().find(|l| is_error(l)) {
             return Err(format!("node {x} printed {line:?}"));
@@ -663,6 +689,7 @@ impl<'a> Sim<'a> {
                     self.crash(x);
                     break;
                 }
+                Action::Fatal(line) => return Err(format!("node {x} stopped: {line}")),
                 Action::PrintChain { .. } => {}
                 Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
             }
@@ -676,6 +703,7 @@ impl<'a> Sim<'a> {
         let end = (start + self.knobs.serve_max).min(chain.len());
         let mut env = Envelope {
             id: 0,
+            seq: 0,
             depth: chain.len() as u64,
             msg: Message::Blocks {
                 blocks: chain[start..end].to_vec(),
@@ -753,8 +781,8 @@ impl<'a> Sim<'a> {
             self.at(self.now + gap, Item::Client);
         }
         let x = self.rng.below(self.cfg.nodes);
-        if self.nodes[x].core.is_none() {
-            return Ok(());
+        if self.nodes[x].core.is_none() || self.paused(x) {
+            return Ok(()); // no answer, as from a stopped process; the client gives up
         }
         if self.rng.chance(50) {
             let cmd = [
@@ -820,13 +848,38 @@ impl<'a> Sim<'a> {
             5 if self.knobs.partition => self.sever(x)?,
             _ => {}
         }
+        if self.stall.chance(self.knobs.pause) {
+            let y = self.stall.below(self.cfg.nodes);
+            self.pause(y);
+        }
         Ok(())
+    }
+
+    /// A process stopped (SIGSTOP, a long fsync) for up to two leader timeouts: it runs no
+    /// turn while its messages queue, then handles them all in one turn, the tick last, at
+    /// the time it wakes. Its pending tick goes stale; the wake-up is its next tick.
+    fn pause(&mut self, x: NodeId) {
+        if self.nodes[x].core.is_none() || self.paused(x) {
+            return;
+        }
+        let length = self.stall.range(1, 2 * self.timing.leader_timeout_ms);
+        self.trace(|| format!("n{x} pauses for {length} ms"));
+        self.stats.pauses += 1;
+        let node = &mut self.nodes[x];
+        node.life += 1;
+        node.paused_until = self.now + length;
+        let life = node.life;
+        self.at(self.now + length, Item::Tick { node: x, life });
+    }
+
+    fn paused(&self, x: NodeId) -> bool {
+        self.now < self.nodes[x].paused_until
     }
 
     /// `severLink` on one node; the end of the faults restores it.
     fn sever(&mut self, x: NodeId) -> Result<(), String> {
         let peer = (x + 1 + self.rng.below(self.cfg.nodes - 1)) % self.cfg.nodes;
-        if self.nodes[x].core.is_none() || !self.severed.insert((x, peer)) {
+        if self.nodes[x].core.is_none() || self.paused(x) || !self.severed.insert((x, peer)) {
             return Ok(());
         }
         self.trace(|| format!("n{x} severs its link to n{peer}"));
@@ -834,8 +887,13 @@ impl<'a> Sim<'a> {
         self.command(x, Command::Sever(peer))
     }
 
-    /// A command that must not fail, as one batch.
+    /// A command that must not fail, as one batch. A paused node finds it queued when it
+    /// wakes (its answer is checked there, as every turn's is).
     fn command(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
+        if self.paused(x) {
+            self.nodes[x].inbox.push(Event::Command(cmd));
+            return Ok(());
+        }
         let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
         match lines.iter().find(|l| is_error(l)) {
             Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
@@ -1051,6 +1109,18 @@ fn random_timing(rng: &mut Rng) -> Timing {
     timing
 }
 
+/// Whether a core is amnesic, and its vote floor (0 if its chain has passed it), as its
+/// compacted log would keep them: what `Core::recover` rebuilt from the durable records.
+fn recovery_state(core: &Core) -> (bool, u64) {
+    let live = core.live_records();
+    let amnesic = live.iter().any(|r| matches!(r, Record::Amnesia));
+    let floor = live.iter().find_map(|r| match r {
+        Record::VoteFloor(f) => Some(*f),
+        _ => None,
+    });
+    (amnesic, floor.unwrap_or(0))
+}
+
 /// Whether the core should accept `cmd`, by the rules, judged from outside.
 fn valid(core: &Core, cmd: &Command) -> bool {
     let Command::Transfer {
@@ -1083,4 +1153,41 @@ fn parse_txid(word: &str) -> Option<TxId> {
         node: node.parse().ok()?,
         seq: seq.parse().ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Was a false liveness failure (seeds 3179237, and 7012837 with `fault_ms` 20,000): a
+    /// crash made `VoteFloor` durable but lost its `recovered:` line, the restart did not
+    /// rebuild the floor, so the simulator took the node for caught up and damaged a second
+    /// disk beyond the README's rule. A restart now keeps the floor the records say.
+    #[test]
+    fn a_restart_after_a_vote_floor_record_keeps_the_floor() {
+        let cfg = SimConfig::for_seed(0);
+        assert_eq!(cfg.nodes, 3);
+        let mut sim = Sim::new(0, &cfg);
+        sim.nodes[0].records = vec![Record::Amnesia, Record::VoteFloor(26)];
+        sim.nodes[0].amnesic = true;
+        sim.restart(0);
+        let node = &sim.nodes[0];
+        assert!(!node.amnesic, "VoteFloor ends the amnesia");
+        assert_eq!(node.floor, 26);
+        assert!(node.recovering(), "below its floor, it is still recovering");
+        assert!(!sim.may_damage(1), "a second recovery would break the rule");
+    }
+
+    /// The floor no longer matters once the chain has passed it, nor does a later `Amnesia`.
+    #[test]
+    fn a_restart_reads_amnesia_after_a_vote_floor() {
+        let cfg = SimConfig::for_seed(0);
+        let mut sim = Sim::new(0, &cfg);
+        sim.nodes[0].records = vec![Record::VoteFloor(3), Record::Amnesia];
+        sim.restart(0);
+        assert!(sim.nodes[0].amnesic && sim.nodes[0].recovering());
+        sim.nodes[1].records = vec![Record::VoteFloor(0)];
+        sim.restart(1);
+        assert!(!sim.nodes[1].recovering());
+    }
 }

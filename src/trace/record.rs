@@ -129,6 +129,7 @@ impl Serialize for Summary<'_> {
                 m.serialize_entry("promised", &Shown(promised))?;
                 m.serialize_entry("depth", top)?;
             }
+            Message::StartCheck { .. } | Message::StartSeen { .. } => {}
         }
         m.end()
     }
@@ -149,6 +150,8 @@ fn kind_name(msg: &Message) -> &'static str {
         Message::Blocks { .. } => "blocks",
         Message::Probe { .. } => "probe",
         Message::ProbeReply { .. } => "probereply",
+        Message::StartCheck { .. } => "startcheck",
+        Message::StartSeen { .. } => "startseen",
         Message::Severed => "severed",
     }
 }
@@ -170,6 +173,8 @@ pub enum Kind {
     Blocks,
     Probe,
     Probereply,
+    Startcheck,
+    Startseen,
     Severed,
 }
 

@@ -24,6 +24,7 @@ fn fast() -> Config {
 fn env(depth: u64) -> Envelope {
     Envelope {
         id: 0,
+        seq: 0,
         depth,
         msg: Message::CatchUp { from: depth },
     }
