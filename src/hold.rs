@@ -227,10 +227,10 @@ impl Gate {
         let trigger = self.hold_at.contains(&kind) && !self.passed.contains(&key);
         if !self.paused && trigger {
             self.paused = true;
+            // At most 74 columns: a 40-column description at most.
             say.push(format!(
-                "paused before {} (--hold {}): step sends one, go all",
-                describe(&env.msg),
-                kind.name()
+                "paused (--hold) before {}: step or go",
+                describe(&env.msg)
             ));
         }
         if self.paused && kind.is_phase() {
@@ -466,7 +466,7 @@ mod tests {
         let mut say = Vec::new();
         assert!(g.offer(&[1], prepare(1), &mut say).is_empty());
         assert!(
-            say[0].starts_with("paused before prepare 1.0 depth 1"),
+            say[0].starts_with("paused (--hold) before prepare 1.0 depth 1"),
             "{say:?}"
         );
         assert_eq!(g.go(&mut say).len(), 1);

@@ -123,7 +123,7 @@ fn a_held_prepare_stepped_dropped_and_crashed_still_commits_exactly_once() {
     c.node_args.extend(held.iter().cloned());
     c.start(0).unwrap();
     let id = queue(&mut c, 0, 2);
-    let paused = |l: &str| l.starts_with("paused before prepare ");
+    let paused = |l: &str| l.starts_with("paused (--hold) before prepare ");
     c.node(0)
         .wait_for(deadline(), paused)
         .expect("held at prepare");
