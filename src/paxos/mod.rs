@@ -96,6 +96,9 @@ pub enum Message {
     /// The answer: `seen` is the highest sequence stamped on the sender's messages, the
     /// start check's own (`yours`) included.
     StartSeen { nonce: u64, seen: u64, yours: u64 },
+    /// "I have severed our link (`severLink`): I ignore you until I restore it." Only shown
+    /// in `status`; the sender's silence is what cuts the link.
+    Severed,
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
@@ -126,7 +129,8 @@ impl Envelope {
             | Message::CatchUp { .. }
             | Message::Probe { .. }
             | Message::StartCheck { .. }
-            | Message::StartSeen { .. } => {}
+            | Message::StartSeen { .. }
+            | Message::Severed => {}
             Message::Prepare { ballot, .. }
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
@@ -427,6 +431,8 @@ pub struct Core {
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
+    /// Peers that told us they severed their link to us (`Message::Severed`), for `status`.
+    severed_by: Diagnostic<Vec<bool>>,
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
     /// When each peer was last heard from, for `status` only.
@@ -507,6 +513,7 @@ impl Core {
             offered_upto: 0,
             forwarded_at: None,
             severed: vec![false; params.nodes],
+            severed_by: Diagnostic(vec![false; params.nodes]),
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
             heard_at: Diagnostic(vec![0; params.nodes]),
@@ -718,7 +725,13 @@ impl Core {
     }
 
     fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
-        if from >= self.n || from == self.id || self.severed[from] {
+        if from >= self.n || from == self.id {
+            return;
+        }
+        // A sever notice changes only what `status` shows: no state, no "heard from".
+        let notice = matches!(env.msg, Message::Severed);
+        self.note_severed_by(from, notice, out);
+        if notice || self.severed[from] {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
@@ -753,6 +766,7 @@ impl Core {
             Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
             Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
             Message::StartCheck { nonce } => self.on_start_check(from, nonce, env.seq, out),
+            Message::Severed => unreachable!("handled above"),
             Message::StartSeen { nonce, seen, yours } => {
                 self.on_start_seen(from, nonce, seen, yours, out)
             }

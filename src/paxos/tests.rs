@@ -1090,3 +1090,85 @@ fn blocks_above_a_gap_are_a_stale_reply_not_an_error() {
     core.handle(20, msg(1, 6, fresh), &mut out);
     assert_eq!(core.ledger().depth, 6);
 }
+
+fn printed(out: &[Action]) -> Vec<String> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Print(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn command(core: &mut Core, cmd: Command) -> Vec<Action> {
+    let mut out = Vec::new();
+    core.handle(0, Event::Command(cmd), &mut out);
+    out
+}
+
+#[test]
+fn a_sever_is_told_to_the_peer_and_shown_at_both_ends() {
+    let mut a = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut b = Core::recover(params(1, 3), Ledger::new(3, BALANCE), []);
+    let out = command(&mut a, Command::Restore(1));
+    assert_eq!(printed(&out), ["link 1 was not severed here"]);
+    let out = command(&mut a, Command::Sever(1));
+    let told = out.iter().any(
+        |x| matches!(x, Action::Send { to, env } if to == &[1] && env.msg == Message::Severed),
+    );
+    assert!(told, "{out:?}");
+    assert_eq!(
+        printed(&command(&mut a, Command::Sever(1))),
+        ["link 1 was already severed here"]
+    );
+    let mut out = Vec::new();
+    b.handle(5, msg(0, 0, Message::Severed), &mut out);
+    assert!(
+        printed(&out)[0].starts_with("link 0 severed by node 0"),
+        "{out:?}"
+    );
+    let status = printed(&command(&mut b, Command::Status { full: false }));
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("link 0 severed by node 0 ")),
+        "{status:?}"
+    );
+    let status = printed(&command(&mut a, Command::Status { full: false }));
+    assert!(
+        status.iter().any(|l| l.starts_with("link 1 severed here ")),
+        "{status:?}"
+    );
+    // The restarted (or restored) peer talks again: the sever is over, and b says so.
+    let mut out = Vec::new();
+    b.handle(6, msg(0, 0, Message::Hello), &mut out);
+    assert!(
+        printed(&out)[0].starts_with("link 0 works again"),
+        "{out:?}"
+    );
+    // A peer that comes back while we sever it is told again.
+    let mut out = Vec::new();
+    a.handle(7, Event::Link { peer: 1, up: true }, &mut out);
+    let told = out
+        .iter()
+        .any(|x| matches!(x, Action::Send { env, .. } if env.msg == Message::Severed));
+    assert!(told, "{out:?}");
+}
+
+#[test]
+fn state_and_status_fit_80_columns() {
+    let mut c = with_leader(5, 0);
+    c.transfer(0, 1, 10);
+    let core = c.cores[0].as_mut().unwrap();
+    let state = printed(&command(core, Command::State));
+    assert!(
+        state[0].starts_with("state of node 0 at depth "),
+        "{state:?}"
+    );
+    assert!(state.iter().any(|l| l.contains("role leader")), "{state:?}");
+    let status = printed(&command(core, Command::Status { full: false }));
+    assert!(status[1].starts_with("role leader ballot "), "{status:?}");
+    for line in state.iter().chain(&status) {
+        assert!(line.chars().count() <= 80, "{line}");
+    }
+}

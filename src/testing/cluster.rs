@@ -95,7 +95,8 @@ impl Drop for NodeProc {
     }
 }
 
-/// What the first line of `status` says.
+/// What the first line of `status` says: every field here is on it in both forms (`status`
+/// in 80 columns, and `status full`, which adds the ballot and role and the whole hash).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub depth: u64,
