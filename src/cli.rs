@@ -53,22 +53,26 @@ pub const NODE_HELP: &str = "\
 benmo node: run one node of a cluster written by benmo init
 
 usage: benmo node [ID] [--data DIR] [--delay MIN..MAX] [--verbose] [--recover]
-                  [--classroom [--phase-delay DURATION]]
+                  [--classroom [--phase-delay DURATION] [--hold PHASES]]
 
 With no ID it asks for one. Type commands into its stdin (help lists them);
 quit, exit or Ctrl-C stop it cleanly.
 
 flags:
   --data DIR             the data dir (default ./data, or $BENMO_DATA)
-  --delay MIN..MAX       random wait before running for leader (default 20ms..100ms,
-                         or 20s..60s with --classroom)
+  --delay MIN..MAX       random wait before running for leader
+                         (default 20ms..100ms, or 20s..60s with --classroom)
   --verbose              print every Paxos phase, in 80 columns (default off)
   --verbose=full         the same, every line in full however wide
-  --recover              move damaged state aside and rebuild from peers (default off)
-  --classroom            the seed's classroom pace, slow enough to follow by hand
+  --recover              move damaged state aside and rebuild from peers
                          (default off)
-  --phase-delay DURATION pause between Paxos phases, e.g. 2s or 500ms; only with
-                         --classroom (default none)
+  --classroom            the seed's classroom pace, slow enough to follow by
+                         hand (default off)
+  --phase-delay DURATION pause between Paxos phases, e.g. 2s or 500ms; only
+                         with --classroom (default none)
+  --hold PHASES          pause outgoing messages before each of these phases
+                         (prepare,promise,reject,accept,accepted,decide) until
+                         step or go; only with --classroom (default none)
   -h, --help             this text
 
 example:

@@ -1,11 +1,25 @@
 //! The stdin commands: parsing one line into a `Command`, and the help text. Command names
 //! match case-insensitively; an unknown one gets a "did you mean" when one is close.
 
+use crate::hold::Kind;
 use crate::human;
 use crate::ledger::NodeId;
 pub use crate::paxos::Command;
 use crate::paxos::{check_transfer, Judge, Request};
 use crate::render;
+
+/// A command for the shell's outgoing gate (see `hold`), which the core never sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Pause,
+    Step,
+    Go,
+    Drop {
+        kind: Kind,
+        peer: NodeId,
+        count: u64,
+    },
+}
 
 /// What one line of input means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +32,7 @@ pub enum Parsed {
     Nothing,
     /// A bare command whose arguments must be asked for, one prompt per argument.
     Ask(Bare),
+    Gate(Gate),
 }
 
 /// Commands that may be typed bare, with their arguments asked for afterwards.
@@ -85,18 +100,20 @@ impl Bare {
 
 pub const HELP: &str = "\
 commands (names in any case):
-  moneyTransfer DEBIT CREDIT AMOUNT   queue a transfer from this node's account
-  printBlockchain [full]              every block: depth, hash, previous hash, proposer,
-                                      transfers (short hashes unless full)
-  printBalance                        this node's account
-  printBalances                       every account as this node knows it
-  printQueue                          transfers queued here, not yet committed
-  status [full]                       depth, head (short unless full), ballot, leader, role,
-                                      queue; each link and when it was last heard from
-  severLink ID / restoreLink ID       stop / resume exchanging messages with node ID
-  crashNode                           exit at once, as a crash; restart resumes from disk
-  quit, exit, Ctrl-C                  stop this node cleanly
-  help                                this list
+  moneyTransfer DEBIT CREDIT AMOUNT  queue a transfer from this node's account
+  printBlockchain [full]    every block (short hashes unless full)
+  printBalance              this node's account
+  printBalances             every account as this node knows it
+  printQueue                transfers queued here, not yet committed
+  status [full]             chain, leader, queue, role, ballot; each link
+  severLink ID              stop exchanging messages with node ID
+  restoreLink ID            exchange messages with node ID again
+  crashNode                 exit at once, as a crash; restart resumes from disk
+  state                     this node's Paxos state at the depth in play
+  pause / step / go         hold outgoing Paxos messages / send the next / all
+  drop KIND PEER [N]        lose the next N (1) KIND messages to PEER
+  quit, exit, Ctrl-C        stop this node cleanly
+  help                      this list
 moneyTransfer, severLink and restoreLink typed alone ask for their values.";
 
 /// Every command name, as the help spells it.
@@ -110,6 +127,11 @@ const NAMES: &[&str] = &[
     "severLink",
     "restoreLink",
     "crashNode",
+    "state",
+    "pause",
+    "step",
+    "go",
+    "drop",
     "help",
     "quit",
     "exit",
@@ -155,6 +177,11 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         ("printBalances", []) => Command::PrintBalances,
         ("printQueue", []) => Command::PrintQueue,
         ("crashNode", []) => Command::Crash,
+        ("state", []) => Command::State,
+        ("pause", []) => return Ok(Parsed::Gate(Gate::Pause)),
+        ("step", []) => return Ok(Parsed::Gate(Gate::Step)),
+        ("go", []) => return Ok(Parsed::Gate(Gate::Go)),
+        ("drop", _) => return drop_args(args).map(Parsed::Gate),
         _ => return Err(format!("{name} takes no arguments")),
     };
     Ok(Parsed::Command(command))
@@ -194,6 +221,29 @@ pub fn with_args(name: &str, args: &[&str]) -> Result<Command, String> {
         }
         _ => Err(format!("unknown command {}", shorten(name))),
     }
+}
+
+/// `drop KIND PEER [N]`.
+fn drop_args(args: &[&str]) -> Result<Gate, String> {
+    let (kind, peer, count) = match args {
+        [kind, peer] => (kind, peer, "1"),
+        [kind, peer, count] => (kind, peer, *count),
+        _ => return Err("usage: drop KIND PEER [N], e.g. drop accept 3".to_string()),
+    };
+    let count = match count.parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(format!(
+                "drop: N must be a positive integer, not {}",
+                shorten(count)
+            ))
+        }
+    };
+    Ok(Gate::Drop {
+        kind: Kind::parse(kind)?,
+        peer: node_id(peer)?,
+        count,
+    })
 }
 
 fn node_id(word: &str) -> Result<NodeId, String> {
@@ -360,6 +410,39 @@ mod tests {
     }
 
     #[test]
+    fn gate_commands_and_state_parse_and_refuse_with_reasons() {
+        assert_eq!(cmd("state"), Command::State);
+        assert_eq!(parse("PAUSE"), Ok(Parsed::Gate(Gate::Pause)));
+        assert_eq!(parse("step"), Ok(Parsed::Gate(Gate::Step)));
+        assert_eq!(parse("go"), Ok(Parsed::Gate(Gate::Go)));
+        let drop = |kind, peer, count| Ok(Parsed::Gate(Gate::Drop { kind, peer, count }));
+        assert_eq!(parse("drop accept 3"), drop(Kind::Accept, 3, 1));
+        assert_eq!(parse("drop Prepare 1 4"), drop(Kind::Prepare, 1, 4));
+        for (line, want) in [
+            ("drop", "usage: drop KIND PEER [N]"),
+            ("drop accept", "usage"),
+            ("drop acept 3", "did you mean accept?"),
+            ("drop accept x", "bad node id"),
+            ("drop accept 3 0", "positive integer"),
+            ("drop accept 3 1 2", "usage"),
+            ("step 2", "no arguments"),
+            ("state now", "no arguments"),
+            ("stat", "did you mean"),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert!(err.contains(want), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_fits_80_columns_and_names_every_command() {
+        assert!(HELP.lines().all(|l| l.chars().count() <= 80), "{HELP}");
+        for name in NAMES {
+            assert!(HELP.contains(name), "{name} is not in the help");
+        }
+    }
+
+    #[test]
     fn long_and_strange_input_is_refused_briefly() {
         let err = parse(&"x".repeat(100_000)).unwrap_err();
         assert!(err.len() < 100);
@@ -406,6 +489,10 @@ mod hostile {
             Ok(Parsed::Ask(bare)) => {
                 let words: Vec<_> = line.split_whitespace().collect();
                 assert!(words.len() == 1 && words[0].eq_ignore_ascii_case(bare.name()));
+            }
+            Ok(Parsed::Gate(g)) => {
+                let first = line.split_whitespace().next().unwrap_or_default();
+                assert!(is_name(first), "{line:?} gave {g:?}");
             }
             Ok(Parsed::Command(c)) => {
                 let first = line.split_whitespace().next().unwrap_or_default();

@@ -21,6 +21,8 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
+pub mod hold;
 pub mod human;
 pub mod ledger;
 pub mod lock;

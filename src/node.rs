@@ -8,6 +8,8 @@
 use crate::cli::{self, Args};
 use crate::commands::{self, Command, Parsed};
 use crate::config::{self, Config};
+use crate::console::{self, Prompt, Screen};
+use crate::hold::{self, Gate, Release};
 use crate::human;
 use crate::ledger::{Hash, NodeId};
 use crate::lock;
@@ -19,8 +21,9 @@ use crate::storage::{Store, StoreError};
 use crate::trace::{self, TraceWriter};
 use crate::transport::Transport;
 use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Most events handled before one group commit.
@@ -49,6 +52,8 @@ pub struct NodeOptions {
     pub classroom: bool,
     /// `--phase-delay`: pause between Paxos phases in classroom mode; 0 is none.
     pub phase_delay_ms: u64,
+    /// `--hold`: phases at which the node pauses its outgoing messages (classroom only).
+    pub hold: BTreeSet<hold::Kind>,
 }
 
 impl NodeOptions {
@@ -72,6 +77,11 @@ impl NodeOptions {
                 format!("--phase-delay: expected a duration such as 2s or 500ms, not '{d}'")
             })?,
         };
+        let hold = match args.value("--hold")? {
+            None => BTreeSet::new(),
+            Some(_) if !classroom => return Err("--hold needs --classroom".into()),
+            Some(list) => hold::parse_phases(&list).map_err(|e| format!("--hold: {e}"))?,
+        };
         // `--verbose=full` says every step in full, whatever the width of the lines.
         let mode = args.switch_mode("--verbose", "full");
         let (verbose, verbose_full) = (mode.is_some(), mode == Some(true));
@@ -90,6 +100,7 @@ impl NodeOptions {
             recover,
             classroom,
             phase_delay_ms,
+            hold,
         })
     }
 }
@@ -100,15 +111,18 @@ enum Local {
     Print(String),
     /// Show the `node3> ` prompt once this turn's output is out.
     Prompt,
+    /// `pause`, `step`, `go`, `drop`: for the outgoing gate, not the core.
+    Gate(commands::Gate),
     Stop,
 }
 
 /// What the stdin thread needs to know to talk to a person.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Console {
     interactive: bool,
     id: NodeId,
     nodes: usize,
+    prompt: Prompt,
 }
 
 /// Starts a node and runs it until Ctrl-C. Errors are one line, for `error: ...`.
@@ -155,18 +169,22 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         interactive: io::stdin().is_terminal(),
         id,
         nodes: config.nodes(),
+        prompt: Prompt::default(),
     };
+    let prompt = console.prompt.clone();
+    banner(&core, &config, &opts, console.interactive);
     let local_rx = spawn_local_inputs(stdin, console)?;
-    banner(&core, &config, &opts.data, console.interactive);
     EventLoop {
         compact_at: COMPACT_BYTES.max(2 * store.wal_bytes()),
         core,
         store,
         transport,
         trace,
-        start: Instant::now(),
+        clock: Clock::new(),
         prompt: false,
         full: opts.verbose_full,
+        shown: prompt,
+        gate: Gate::new(opts.hold.clone()),
     }
     .run(net_rx, local_rx);
     Ok(())
@@ -251,23 +269,68 @@ fn recover(dir: &std::path::Path, config: &Config, id: NodeId) -> Result<bool, S
     Ok(done.votes_lost)
 }
 
-fn banner(core: &Core, config: &Config, data: &Path, interactive: bool) {
+/// Who, where and in which mode, in lines of at most 80 columns.
+fn banner(core: &Core, config: &Config, opts: &NodeOptions, interactive: bool) {
     let l = core.ledger();
+    let (id, nodes) = (core.id(), config.nodes());
+    let head = format!("node {id} of {nodes} listening on {}", config.addrs[id]);
+    let data = opts.data.display().to_string();
+    // Long paths are elided in the middle: both ends say the most about a path.
+    let room = 80usize
+        .saturating_sub(head.chars().count() + ", data ".len())
+        .max(20);
+    let lines = [
+        console::elide(&format!("{head}, data {}", console::elide(&data, room)), 80),
+        format!(
+            "depth {}, head {}, balance {}",
+            l.depth,
+            l.head.short(),
+            l.balances[id]
+        ),
+        mode_line(opts),
+    ];
     let mut out = io::stdout().lock();
-    // Written, not println!: a closed stdout must not panic the node.
-    let _ = writeln!(
-        out,
-        "node {} of {} listening on {}: depth {}, head {}, balance {}, data {}",
-        core.id(),
-        config.nodes(),
-        config.addrs[core.id()],
-        l.depth,
-        l.head.short(),
-        l.balances[core.id()],
-        data.display()
-    );
+    for line in lines {
+        // Written, not println!: a closed stdout must not panic the node.
+        let _ = writeln!(out, "{line}");
+    }
     if interactive {
         let _ = writeln!(out, "{}", commands::HELP);
+    }
+}
+
+/// `mode: classroom (a full round per block), phase delay 2 s, hold at prepare, verbose`.
+fn mode_line(opts: &NodeOptions) -> String {
+    let mut parts = vec![match opts.classroom {
+        true => "classroom (a full round per block)".to_string(),
+        false => "Multi-Paxos (a leader keeps its ballot)".to_string(),
+    }];
+    if opts.phase_delay_ms > 0 {
+        parts.push(format!(
+            "phase delay {}",
+            human_duration(opts.phase_delay_ms)
+        ));
+    }
+    if !opts.hold.is_empty() {
+        let kinds: Vec<&str> = opts.hold.iter().map(|k| k.name()).collect();
+        parts.push(format!("hold at {}", kinds.join(",")));
+    }
+    if opts.verbose {
+        parts.push("verbose".to_string());
+    }
+    console::elide(&format!("mode: {}", parts.join(", ")), 80)
+}
+
+/// `500 ms`, `2 s`, `1.5 s`.
+fn human_duration(ms: u64) -> String {
+    match (ms < 1000, ms % 1000) {
+        (true, _) => format!("{ms} ms"),
+        (false, 0) => format!("{} s", ms / 1000),
+        (false, rest) => format!(
+            "{}.{} s",
+            ms / 1000,
+            format!("{rest:03}").trim_end_matches('0')
+        ),
     }
 }
 
@@ -293,12 +356,16 @@ struct EventLoop {
     /// The bounded message trace that `benmo trace` draws rounds from (`None` only with
     /// `BENMO_TRACE=off`, which exists to measure what tracing costs).
     trace: Option<TraceWriter>,
-    start: Instant,
+    clock: Clock,
     compact_at: u64,
     /// Whether to show the prompt after this turn's output.
     prompt: bool,
     /// Narrate in full rather than within 80 columns (`--verbose=full`).
     full: bool,
+    /// The prompt on screen, shared with the stdin thread.
+    shown: Prompt,
+    /// Holds and drops outgoing messages on request (`pause`, `drop`, `--hold`).
+    gate: Gate,
 }
 
 impl EventLoop {
@@ -316,25 +383,42 @@ impl EventLoop {
                     .ok()
                     .or_else(|| net.try_recv().ok().map(Local::Event))
             });
+            let mut stop = false;
             for item in first.into_iter().chain(more).take(BATCH) {
                 match item {
-                    Local::Stop => return self.stop(),
+                    Local::Stop => {
+                        // What came before the stop is answered (and durable) first.
+                        stop = true;
+                        break;
+                    }
                     item => batch.push(item),
                 }
             }
             self.turn(&mut batch);
+            if stop {
+                return self.stop();
+            }
         }
     }
 
     /// One group commit: feed the batch, persist, then send and print, in order.
     fn turn(&mut self, batch: &mut Vec<Local>) {
-        let now = self.start.elapsed().as_millis() as u64;
+        let now = self.clock.now(self.gate.paused());
         let mut open = self.core.open_turn(now);
+        // pause/step/go/drop act on the shell's gate, after the core's turn is closed.
+        let mut gates = Vec::new();
         for item in batch.drain(..) {
             match item {
-                Local::Event(e) => Self::feed(&mut self.trace, &mut open, e),
+                Local::Event(e) => {
+                    let state = e == Event::Command(Command::State);
+                    Self::feed(&mut self.trace, &mut open, e);
+                    if let Some(line) = self.gate.summary().filter(|_| state) {
+                        open.print(format!("  {line}"));
+                    }
+                }
                 Local::Print(line) => open.print(line),
                 Local::Prompt => self.prompt = true,
+                Local::Gate(cmd) => gates.push(cmd),
                 Local::Stop => unreachable!("handled by run"),
             }
         }
@@ -342,21 +426,28 @@ impl EventLoop {
             .core()
             .role_ballot()
             .map(|b| (b, open.core().is_leader()));
-        let turn = open.close();
+        let mut turn = open.close();
         if let Some(trace) = &mut self.trace {
             trace.role_change(trace::now_ms(), before, self.core.role_ballot(), true);
         }
+        let mut say = Vec::new();
+        gates
+            .into_iter()
+            .for_each(|cmd| self.gate_command(cmd, &mut say));
+        turn.effects
+            .splice(0..0, say.into_iter().map(Action::Shell));
         self.persist(&turn.writes);
+        let shown = self.shown.clone();
+        let mut on_screen = shown.lock();
         let stdout = io::stdout();
-        let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let buffered = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let mut out = Screen::new(buffered, &mut on_screen);
         for action in turn.effects {
             self.perform(action, &mut out);
         }
-        if std::mem::take(&mut self.prompt) {
-            write!(out, "node{}> ", self.core.id()).ok();
-        }
-        out.flush().ok();
-        drop(out);
+        let fresh = std::mem::take(&mut self.prompt).then(|| format!("node{}> ", self.core.id()));
+        drop(out.finish(fresh));
+        drop(on_screen);
         if let Some(trace) = &mut self.trace {
             trace.flush().ok(); // a diagnostic: losing it must not stop the node
         }
@@ -408,14 +499,14 @@ impl EventLoop {
 
     fn perform(&mut self, action: Action, out: &mut impl Write) {
         match action {
-            Action::Send { to, env } => self.send(&to, env),
+            Action::Send { to, env } => self.send(&to, env, out),
             Action::Reply(reply) => drop(writeln!(out, "{}", render::reply(&reply))),
             Action::Shell(line) => drop(writeln!(out, "{line}")),
             Action::Narrate(step) => {
                 let line = render::narration(&wall_clock(), self.core.id(), &step, self.full);
                 drop(writeln!(out, "{line}"))
             }
-            Action::ServeBlocks { to, from } => self.serve_blocks(to, from),
+            Action::ServeBlocks { to, from } => self.serve_blocks(to, from, out),
             Action::PrintChain { full } => self.print_chain(out, full),
             Action::Crash => {
                 if let Some(trace) = &mut self.trace {
@@ -434,7 +525,7 @@ impl EventLoop {
         }
     }
 
-    fn serve_blocks(&mut self, to: NodeId, from: u64) {
+    fn serve_blocks(&mut self, to: NodeId, from: u64, out: &mut impl Write) {
         match self.store.blocks(from, CHUNK_BYTES) {
             Ok(blocks) if !blocks.is_empty() => {
                 let env = Envelope {
@@ -443,7 +534,7 @@ impl EventLoop {
                     depth: self.store.depth(),
                     msg: Message::Blocks { blocks },
                 };
-                self.send(&[to], env);
+                self.send(&[to], env, out);
             }
             Ok(_) => {}
             Err(e) => eprintln!(
@@ -483,9 +574,66 @@ impl EventLoop {
         writeln!(out, "chain depth {}", self.store.depth()).ok();
     }
 
+    /// Passes an envelope through the gate, which may hold or drop it; lines about that go
+    /// to `out`.
+    fn send(&mut self, to: &[NodeId], env: Envelope, out: &mut impl Write) {
+        let mut say = Vec::new();
+        let releases = self.gate.offer(to, env, &mut say);
+        self.transmit(releases, &mut say);
+        for line in say {
+            writeln!(out, "{line}").ok();
+        }
+    }
+
+    /// `pause`, `step`, `go`, `drop`. Held messages come from turns already on disk, so
+    /// they may go out before this turn's writes.
+    fn gate_command(&mut self, cmd: commands::Gate, say: &mut Vec<String>) {
+        let releases = match cmd {
+            commands::Gate::Pause => return say.push(self.gate.pause()),
+            commands::Gate::Step => self.gate.step(say),
+            commands::Gate::Go => self.gate.go(say),
+            commands::Gate::Drop { kind, peer, count } => {
+                let me = self.core.id();
+                let nodes = self.transport_nodes();
+                if peer == me || peer >= nodes {
+                    return say.push(format!("error: no link from node {me} to node {peer}"));
+                }
+                return say.push(self.gate.drop_next(kind, peer, count));
+            }
+        };
+        self.transmit(releases, say);
+    }
+
+    fn transport_nodes(&self) -> usize {
+        self.core.ledger().balances.len()
+    }
+
+    /// Sends what the gate let through and records what it dropped.
+    fn transmit(&mut self, releases: Vec<Release>, say: &mut Vec<String>) {
+        for release in releases {
+            match release {
+                Release::Send(to, env) => self.send_now(&to, env),
+                Release::Dropped { to, env, left } => {
+                    if let Some(trace) = &mut self.trace {
+                        let id = trace.next_id();
+                        trace.dropped(trace::now_ms(), id, to, &env.msg);
+                    }
+                    let more = match left {
+                        0 => String::new(),
+                        n => format!(" ({n} more to drop)"),
+                    };
+                    say.push(format!(
+                        "dropped {} to node {to}{more}",
+                        hold::describe(&env.msg)
+                    ));
+                }
+            }
+        }
+    }
+
     /// Stamps the envelope with a fresh id and the last completed sync, notes it in the
     /// trace, and sends it.
-    fn send(&mut self, to: &[NodeId], mut env: Envelope) {
+    fn send_now(&mut self, to: &[NodeId], mut env: Envelope) {
         env.seq = self.store.seq();
         if let Some(trace) = &mut self.trace {
             env.id = trace.next_id();
@@ -501,6 +649,36 @@ impl EventLoop {
         }
         let _ = writeln!(io::stdout(), "node {} stopped", self.core.id());
         std::process::exit(0);
+    }
+}
+
+/// The core's time, in milliseconds. It stands still while the gate is paused: to the core a
+/// pause is a slow network, so a candidate whose prepare is held does not time out while a
+/// person steps through its round. Timers only ever affect liveness, never safety.
+struct Clock {
+    ms: u64,
+    last: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            ms: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn now(&mut self, paused: bool) -> u64 {
+        let at = Instant::now();
+        if !paused {
+            self.ms += at.duration_since(self.last).as_millis() as u64;
+            // Keep the sub-millisecond rest for the next turn.
+            let rest = at.duration_since(self.last).subsec_nanos() % 1_000_000;
+            self.last = at - Duration::from_nanos(rest.into());
+        } else {
+            self.last = at;
+        }
+        self.ms
     }
 }
 
@@ -538,9 +716,11 @@ fn read_commands(mut stdin: LineReader, tx: Sender<Local>, console: Console) {
     let prompt = || !console.interactive || tx.send(Local::Prompt).is_ok();
     prompt();
     while let Some(line) = stdin.next_line() {
+        console.prompt.answered();
         let parsed = line.and_then(|l| commands::parse(&l));
         let sent = match parsed {
             Ok(Parsed::Command(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
+            Ok(Parsed::Gate(g)) => tx.send(Local::Gate(g)).is_ok(),
             Ok(Parsed::Help) => say(commands::HELP.to_string()),
             Ok(Parsed::Quit) => {
                 // Stops the node like Ctrl-C; nothing more to read.
@@ -548,7 +728,7 @@ fn read_commands(mut stdin: LineReader, tx: Sender<Local>, console: Console) {
                 false
             }
             Ok(Parsed::Nothing) => true,
-            Ok(Parsed::Ask(bare)) => match ask_args(&mut stdin, bare, console) {
+            Ok(Parsed::Ask(bare)) => match ask_args(&mut stdin, bare, &console) {
                 Some(Ok(c)) => tx.send(Local::Event(Event::Command(c))).is_ok(),
                 Some(Err(e)) => say(format!("error: {e}")),
                 None => false,
@@ -567,15 +747,16 @@ fn read_commands(mut stdin: LineReader, tx: Sender<Local>, console: Console) {
 fn ask_args(
     stdin: &mut LineReader,
     bare: commands::Bare,
-    console: Console,
+    console: &Console,
 ) -> Option<Result<Command, String>> {
     let mut answers = Vec::new();
     for (i, prompt) in bare.prompts().iter().enumerate() {
         if console.interactive {
-            print!("{prompt}: ");
-            io::stdout().flush().ok();
+            console.prompt.show(&format!("{prompt}: "));
         }
-        let answer = match stdin.next_line()? {
+        let line = stdin.next_line();
+        console.prompt.answered();
+        let answer = match line? {
             Ok(line) => line.trim().to_string(),
             Err(e) => return Some(Err(e)),
         };

@@ -5,8 +5,8 @@
 
 use crate::ledger::{NodeId, Transfer, TxId};
 use crate::paxos::{
-    AcceptedList, Asked, Fatal, LinkState, Proposal, Refusal, Reply, RoleName, Status, Step,
-    StepDown,
+    AcceptedList, Asked, Ballot, Fatal, LinkState, Proposal, Refusal, Reply, RoleName, RoleView,
+    StateView, Status, Step, StepDown,
 };
 
 /// The text of one reply, as a client reads it.
@@ -45,8 +45,32 @@ pub fn reply(r: &Reply) -> String {
                 None => "never heard from".to_string(),
                 Some(ms) => format!("heard {} ago", human_ms(*ms)),
             };
-            format!("link {peer} {} {heard}", link_state(*state))
+            format!("link {peer} {} {heard}", link_state(*peer, *state))
         }
+        Reply::State(v) => state(v),
+        Reply::LinkUnchanged {
+            peer,
+            severed,
+            by_peer,
+        } => {
+            let was = match severed {
+                true => "already severed",
+                false => "not severed",
+            };
+            let by = match by_peer {
+                true => format!("; node {peer} severed it at its end"),
+                false => String::new(),
+            };
+            format!("link {peer} was {was} here{by}")
+        }
+        Reply::SeveredBy {
+            peer,
+            severed: true,
+        } => format!("link {peer} severed by node {peer}: it ignores this node"),
+        Reply::SeveredBy {
+            peer,
+            severed: false,
+        } => format!("link {peer} works again: node {peer} restored it or restarted"),
         Reply::RolledBack {
             node,
             from,
@@ -103,28 +127,91 @@ pub fn refusal(why: &Refusal) -> String {
     }
 }
 
+/// `status`: in 80 columns, the chain and queue, then the role and ballot on a line of
+/// their own; `full` puts them on one line with the whole head hash.
 fn status(s: &Status) -> String {
-    let head = match s.full {
-        true => s.head.to_string(),
-        false => s.head.short(),
-    };
     let leader = s.leader.map_or("none".to_string(), |l| l.to_string());
     let role = match s.role {
         RoleName::Follower => "follower",
         RoleName::Candidate => "candidate",
         RoleName::Leader => "leader",
     };
-    format!(
-        "node {} depth {} head {head} ballot {} leader {leader} role {role} queue {} transfers {}",
-        s.node, s.depth, s.promised, s.queue, s.transfers
-    )
+    let (id, depth, promised, queue, transfers) =
+        (s.node, s.depth, s.promised, s.queue, s.transfers);
+    match s.full {
+        true => format!(
+            "node {id} depth {depth} head {} ballot {promised} leader {leader} role {role} \
+             queue {queue} transfers {transfers}",
+            s.head
+        ),
+        false => format!(
+            "node {id} depth {depth} head {} leader {leader} queue {queue} transfers {transfers}\n\
+             role {role} ballot {promised}",
+            s.head.short()
+        ),
+    }
 }
 
-fn link_state(state: LinkState) -> &'static str {
+/// `state`: a few lines of at most 80 columns.
+fn state(v: &StateView) -> String {
+    let clip = |value: &Proposal| describe(value, 40);
+    let promised = match v.promised == Ballot::default() {
+        true => "nothing yet".to_string(),
+        false => format!("ballot {}", v.promised),
+    };
+    let accepted = match &v.accepted {
+        Some((b, value)) => format!("  accepted ballot {b} value {}", clip(value)),
+        None => "  accepted nothing at this depth".to_string(),
+    };
+    let chosen = match &v.chosen {
+        Some(value) => format!("  chosen: {} (known, not yet applied)", clip(value)),
+        None => "  chosen: not known to this node yet".to_string(),
+    };
+    let of = |who: &[NodeId]| {
+        let ids: Vec<String> = who.iter().map(|p| p.to_string()).collect();
+        let (have, n, q) = (who.len(), v.nodes, v.quorum);
+        format!("{{{}}}, {have} of {n} (majority {q})", ids.join(","))
+    };
+    let role = match &v.role {
+        RoleView::Follower { leader: Some(l) } => format!("follower of leader {l}"),
+        RoleView::Follower { leader: None } => "follower; no leader known".to_string(),
+        RoleView::Candidate {
+            ballot,
+            promised_by,
+        } => format!(
+            "candidate, ballot {ballot}: promises from {}",
+            of(promised_by)
+        ),
+        RoleView::Leader {
+            ballot,
+            accepted_by: Some(who),
+        } => format!("leader, ballot {ballot}: accepted by {}", of(who)),
+        RoleView::Leader {
+            ballot,
+            accepted_by: None,
+        } => format!("leader, ballot {ballot}: nothing proposed here yet"),
+    };
+    [
+        format!(
+            "state of node {} at depth {} (chain depth {}):",
+            v.node,
+            v.depth,
+            v.depth - 1
+        ),
+        format!("  promised {promised}"),
+        accepted,
+        chosen,
+        format!("  role {role}"),
+    ]
+    .join("\n")
+}
+
+fn link_state(peer: NodeId, state: LinkState) -> String {
     match state {
-        LinkState::Up => "up",
-        LinkState::Down => "down",
-        LinkState::Severed => "severed",
+        LinkState::Up => "up".to_string(),
+        LinkState::Down => "down".to_string(),
+        LinkState::SeveredHere => "severed here".to_string(),
+        LinkState::SeveredBy => format!("severed by node {peer}"),
     }
 }
 
@@ -476,7 +563,8 @@ pub enum Heard {
     Status(StatusLine),
 }
 
-/// A `status` line as read back: the head is whatever form (short or full) was printed.
+/// The first line of `status` as read back: every field here is on it in both forms (the
+/// head is whatever form, short or full, was printed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusLine {
     pub depth: u64,

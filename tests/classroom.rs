@@ -89,3 +89,95 @@ fn a_proposer_crashed_after_prepare_commits_its_transfer_exactly_once_after_rest
     assert_eq!(status.transfers, 2, "each transfer once: {status:?}");
     c.audit().unwrap();
 }
+
+/// Sends `line` to `node` and returns the reply line that satisfies `want`.
+fn ask(c: &mut LocalCluster, node: usize, line: &str, want: impl FnMut(&str) -> bool) -> String {
+    let n = c.node(node);
+    n.send(line);
+    n.wait_for(deadline(), want)
+        .unwrap_or_else(|| panic!("node {node}: no reply to {line}"))
+}
+
+/// Runs `state` on `node` and returns its lines.
+fn state(c: &mut LocalCluster, node: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    ask(c, node, "state", |l| {
+        lines.push(l.to_string());
+        l.starts_with("  role ")
+    });
+    let first = lines.iter().position(|l| l.starts_with("state of node "));
+    lines.split_off(first.expect("a state heading"))
+}
+
+#[test]
+fn a_held_prepare_stepped_dropped_and_crashed_still_commits_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::init(Path::new(EXE), dir.path(), 3, 100).unwrap();
+    c.node_args = ["--classroom", "--delay", "300ms..600ms", "--verbose"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    c.start(1).unwrap();
+    c.start(2).unwrap();
+    let held = ["--hold".to_string(), "prepare".to_string()];
+    c.node_args.extend(held.iter().cloned());
+    c.start(0).unwrap();
+    let id = queue(&mut c, 0, 2);
+    let paused = |l: &str| l.starts_with("paused (--hold) before prepare ");
+    c.node(0)
+        .wait_for(deadline(), paused)
+        .expect("held at prepare");
+    let st = state(&mut c, 0);
+    assert!(st.iter().any(|l| l.contains("role candidate")), "{st:?}");
+    assert!(st.iter().all(|l| l.len() <= 80), "{st:?}");
+    // Crash the proposer while its prepare is held: nobody ever saw it.
+    c.kill(0);
+    c.start(0).unwrap();
+    c.node(0).wait_for(deadline(), paused).expect("held again");
+    // Node 1 must be connected to the new node 0 (it says hello when it is), or its promise
+    // could go down its stale connection; while paused, nothing would time out and retry.
+    let up = Instant::now() + Duration::from_secs(30);
+    while ask(&mut c, 0, "status", |l| l.starts_with("link 1 ")).contains("never heard") {
+        assert!(Instant::now() < up, "node 1 does not reconnect to node 0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One prepare goes to node 1: with node 0's own vote, a majority of 3.
+    let step = ask(&mut c, 0, "step", |l| l.starts_with("step: "));
+    assert!(
+        step.contains("prepare") && step.contains("to node 1"),
+        "{step}"
+    );
+    let accept = c
+        .node(0)
+        .wait_for(deadline(), |l| l.starts_with("held accept "));
+    c.node(1).drain();
+    let seen = c.node(0).seen.join("\n") + "\n----\n" + &c.node(1).seen.join("\n");
+    assert!(
+        accept.is_some(),
+        "the accept is held too (still paused):\n{seen}"
+    );
+    let will = ask(&mut c, 0, "drop accept 2", |l| l.starts_with("will drop"));
+    assert!(will.contains("next accept message to node 2"), "{will}");
+    ask(&mut c, 0, "go", |l| l.starts_with("go: "));
+    c.node(0)
+        .wait_for(deadline(), |l| {
+            l.starts_with("dropped accept ") && l.ends_with("to node 2")
+        })
+        .expect("the accept to node 2 was dropped");
+    assert_eq!(committed_at(&mut c, 0, &id), 1);
+    let status = c.converge(Duration::from_secs(30)).unwrap();
+    assert_eq!(status.transfers, 1, "committed exactly once: {status:?}");
+    c.audit().unwrap();
+    // The banner, status, state and gate lines fit 80 columns (narration has its own test).
+    ask(&mut c, 0, "status", |l| l.starts_with("link 2 "));
+    // `status full` (which `converge` asks for) may be wider: it has the whole head hash.
+    let full = |l: &str| l.starts_with("node ") && l.contains(" role ");
+    for line in c
+        .node(0)
+        .seen
+        .iter()
+        .filter(|l| !l.contains("[paxos]") && !full(l))
+    {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
+}

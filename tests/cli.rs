@@ -67,6 +67,15 @@ fn usage_errors_are_one_line_and_a_hint_with_exit_2() {
         (&["node", "--bogus"], "unknown flag --bogus"),
         (&["node", "-x"], "unknown flag -x"),
         (&["node", "--phase-delay", "2s"], "needs --classroom"),
+        (&["node", "--hold", "prepare"], "needs --classroom"),
+        (
+            &["node", "--classroom", "--hold", "heartbeat"],
+            "not a phase",
+        ),
+        (
+            &["node", "--classroom", "--hold=acept"],
+            "did you mean accept?",
+        ),
         (&["node", "0", "1"], "unexpected argument"),
         (&["audit", "extra"], "unexpected argument"),
         (&["bench", "--nodes"], "needs a value"),

@@ -286,3 +286,98 @@ fn init_refuses_to_wipe_committed_blocks_without_force() {
     let (ok, text) = benmo(&["init", "--nodes", "3", "--force"], dir.path());
     assert!(ok, "{text}");
 }
+
+/// Runs `benmo node 0` with `input` piped to its stdin; returns its stdout and exit code.
+/// A node that does not stop within `SETTLE` is killed (by its PID) and the test fails.
+fn piped_node(data: &Path, input: &str) -> (String, Option<i32>) {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let mut child = Command::new(EXE)
+        .args(["node", "0", "--data"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).ok();
+        text
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let deadline = soon();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("node 0 did not stop after quit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (reader.join().unwrap(), code)
+}
+
+#[test]
+fn piped_commands_before_quit_are_all_answered_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    LocalCluster::init(Path::new(EXE), dir.path(), 3, 100).unwrap();
+    let (out, code) = piped_node(dir.path(), "moneyTransfer 0 1 5\nstatus\nquit\n");
+    assert_eq!(code, Some(0), "{out}");
+    let queued = out.lines().find(|l| l.starts_with("queued 0.1 "));
+    assert!(queued.is_some(), "no reply to moneyTransfer: {out}");
+    assert!(out.contains("node 0 depth 0 "), "no reply to status: {out}");
+    assert!(out.trim_end().ends_with("node 0 stopped"), "{out}");
+    // The queued transfer survived the stop: the next start still holds it.
+    let (out, code) = piped_node(dir.path(), "printQueue\nquit\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("queue 0.1 0 1 5"), "{out}");
+}
+
+#[test]
+fn a_severed_link_shows_at_both_ends_and_says_how_it_heals() {
+    let (_dir, mut c) = cluster(3);
+    // The first line of the reply to `cmd` that starts with `want`.
+    let ask = |c: &mut LocalCluster, id: usize, cmd: &str, want: &str| {
+        c.node(id).send(cmd);
+        c.node(id)
+            .wait_for(soon(), |l| l.starts_with(want))
+            .unwrap()
+    };
+    let reply = |c: &mut LocalCluster, id: usize, cmd: &str| ask(c, id, cmd, "link ");
+    assert_eq!(
+        reply(&mut c, 0, "restoreLink 1"),
+        "link 1 was not severed here"
+    );
+    assert_eq!(reply(&mut c, 0, "severLink 1"), "link 1 severed");
+    let told = c
+        .node(1)
+        .wait_for(soon(), |l| l.starts_with("link 0 severed by node 0"));
+    assert!(told.is_some(), "node 1 was not told");
+    let line = ask(&mut c, 1, "status", "link 0 ");
+    c.node(1).wait_for(soon(), |l| l.starts_with("link 2 "));
+    assert!(line.starts_with("link 0 severed by node 0 "), "{line}");
+    // Node 1 severs its end too; node 0 restarts and forgets its own sever, but not node 1's.
+    assert_eq!(reply(&mut c, 1, "severLink 0"), "link 0 severed");
+    c.kill(0);
+    c.start(0).unwrap();
+    let told = c
+        .node(0)
+        .wait_for(soon(), |l| l.starts_with("link 1 severed by node 1"));
+    assert!(told.is_some(), "the restarted node 0 was not told");
+    let healed = c
+        .node(1)
+        .wait_for(soon(), |l| l.starts_with("link 0 works again"));
+    assert!(healed.is_some(), "node 1 did not say node 0 talks again");
+    assert_eq!(reply(&mut c, 1, "restoreLink 0"), "link 0 restored");
+    let healed = c
+        .node(0)
+        .wait_for(soon(), |l| l.starts_with("link 1 works again"));
+    assert!(healed.is_some(), "node 0 did not see the restore");
+}

@@ -162,6 +162,11 @@ fn expected_errors(input: &[u8]) -> (usize, bool) {
             Err(_) => 1,
             Ok(Parsed::Command(c)) => refused(&c),
             Ok(Parsed::Help | Parsed::Nothing) => 0,
+            // A drop to no peer is refused; the rest only hold or release messages.
+            Ok(Parsed::Gate(commands::Gate::Drop { peer, .. })) => {
+                usize::from(peer == 0 || peer >= NODES)
+            }
+            Ok(Parsed::Gate(_)) => 0,
             Ok(Parsed::Quit) => panic!("generated quit"),
             Ok(Parsed::Ask(bare)) => {
                 // Each answer is checked before the next is asked for; the first bad one
@@ -283,7 +288,7 @@ impl Drop for RawNode {
 /// Lines a node may print for input that changes nothing.
 fn harmless(line: &str) -> bool {
     let help = commands::HELP.lines().any(|h| h == line);
-    ["error: ", "balance ", "queue ", "node ", "link "]
+    ["error: ", "balance ", "queue ", "node ", "role ", "link "]
         .iter()
         .any(|p| line.starts_with(p))
         || line == "queue empty"

@@ -378,6 +378,8 @@ impl Benmo {
     /// Performs one effect; false if the node crashed.
     fn effect(&self, s: &mut State, x: NodeId, effect: Action) -> bool {
         match effect {
+            // Only `status` shows it (see `Core::note_severed_by`): not worth its states.
+            Action::Send { env, .. } if env.msg == Message::Severed => {}
             Action::Send { to, env } => to.into_iter().for_each(|p| self.send(s, x, p, &env)),
             Action::ServeBlocks { to, from } => {
                 let chain = &s.nodes[x].chain;

@@ -18,7 +18,41 @@ impl Core {
             Command::Crash => out.push(Action::Crash),
             Command::Sever(peer) => self.set_severed(peer, true, out),
             Command::Restore(peer) => self.set_severed(peer, false, out),
+            Command::State => self.print_state(out),
         }
+    }
+
+    /// `state`: this node's view of the Paxos instance for the depth in play, as an
+    /// acceptor, a learner and a proposer.
+    pub(super) fn print_state(&self, out: &mut Vec<Action>) {
+        let depth = self.ledger.depth + 1;
+        let (nodes, quorum) = (self.n, self.quorum());
+        let role = match &self.role {
+            Role::Follower => RoleView::Follower {
+                leader: self.known_leader(),
+            },
+            Role::Candidate(c) => RoleView::Candidate {
+                ballot: c.ballot,
+                promised_by: c.promises.keys().copied().collect(),
+            },
+            Role::Leader(l) => RoleView::Leader {
+                ballot: l.ballot,
+                accepted_by: l
+                    .inflight
+                    .get(&depth)
+                    .map(|slot| (0..self.n).filter(|&p| slot.acks[p]).collect()),
+            },
+        };
+        out.push(Action::Reply(Reply::State(StateView {
+            node: self.id,
+            depth,
+            promised: self.promised,
+            accepted: self.accepted.get(&depth).cloned(),
+            chosen: self.decided.get(&depth).cloned(),
+            role,
+            nodes,
+            quorum,
+        })));
     }
 
     pub(super) fn refuse_command(out: &mut Vec<Action>, why: Refusal) {
@@ -90,8 +124,9 @@ impl Core {
         }
     }
 
-    /// The status line (short hashes unless `full`), then one line per link: its state and
-    /// when a message last came from that peer, so a sever made at one end shows at both.
+    /// The status (see README "Line formats"): in 80 columns, the chain and queue, then the
+    /// role and ballot, then one line per link: its state and when a message last came from
+    /// that peer. `full` puts the first two on one line with the whole head hash.
     pub(super) fn print_status(&self, full: bool, out: &mut Vec<Action>) {
         let role = match self.role {
             Role::Follower => RoleName::Follower,
@@ -111,7 +146,8 @@ impl Core {
         })));
         for peer in (0..self.n).filter(|&p| p != self.id) {
             let state = match (self.severed[peer], self.link_up[peer]) {
-                (true, _) => LinkState::Severed,
+                (true, _) => LinkState::SeveredHere,
+                (false, _) if self.severed_by.0[peer] => LinkState::SeveredBy,
                 (false, true) => LinkState::Up,
                 (false, false) => LinkState::Down,
             };
@@ -135,10 +171,46 @@ impl Core {
             };
             return Self::refuse_command(out, why);
         }
+        if self.severed[peer] == severed {
+            let by_peer = self.severed_by.0[peer];
+            let same = Reply::LinkUnchanged {
+                peer,
+                severed,
+                by_peer,
+            };
+            return out.push(Action::Reply(same));
+        }
         self.severed[peer] = severed;
         out.push(Action::Reply(Reply::LinkSet { peer, severed }));
-        if !severed {
-            self.send(vec![peer], Message::Hello, out);
+        match severed {
+            true => Self::notify_severed(peer, self.ledger.depth, out),
+            false => self.send(vec![peer], Message::Hello, out),
         }
+    }
+
+    /// Tells `peer` that we severed our link to it: the one message a severed link carries.
+    pub(super) fn notify_severed(peer: NodeId, depth: u64, out: &mut Vec<Action>) {
+        let env = Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg: Message::Severed,
+        };
+        out.push(Action::Send {
+            to: vec![peer],
+            env,
+        });
+    }
+
+    /// Keeps `severed_by` true while `from` says it severed us. Any other message means it
+    /// talks to us again: it restored the link, or restarted and forgot the sever.
+    pub(super) fn note_severed_by(&mut self, from: NodeId, severed: bool, out: &mut Vec<Action>) {
+        if std::mem::replace(&mut self.severed_by.0[from], severed) == severed {
+            return;
+        }
+        out.push(Action::Reply(Reply::SeveredBy {
+            peer: from,
+            severed,
+        }));
     }
 }

@@ -27,6 +27,8 @@ pub enum Command {
     Crash,
     Sever(NodeId),
     Restore(NodeId),
+    /// This node's Paxos state at the depth in play.
+    State,
 }
 
 /// What a transfer is judged against. A rule whose fact is `None` is not judged: the ledger

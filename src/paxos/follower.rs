@@ -8,7 +8,10 @@ impl Core {
             return;
         }
         self.link_up[peer] = up;
-        if up {
+        if up && self.severed[peer] {
+            // A peer that restarted forgot what we told it: say it again.
+            Self::notify_severed(peer, self.ledger.depth, out);
+        } else if up {
             self.send(vec![peer], Message::Hello, out);
         }
     }

@@ -31,7 +31,9 @@ use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
 pub use command::{check_transfer, Command, Judge, Request};
 use leader::{Candidacy, Leadership};
-pub use outcome::{Asked, Fatal, LinkState, Refusal, Reply, RoleName, Status, Step, StepDown};
+pub use outcome::{
+    Asked, Fatal, LinkState, Refusal, Reply, RoleName, RoleView, StateView, Status, Step, StepDown,
+};
 use startcheck::StartCheck;
 
 /// A proposal number: (round, node). Ordered by round first, so any node can outbid any other.
@@ -99,6 +101,9 @@ pub enum Message {
     /// The answer: `seen` is the highest sequence stamped on the sender's messages, the
     /// start check's own (`yours`) included.
     StartSeen { nonce: u64, seen: u64, yours: u64 },
+    /// "I have severed our link (`severLink`): I ignore you until I restore it." Only shown
+    /// in `status`; the sender's silence is what cuts the link.
+    Severed,
 }
 
 /// A message plus the sender's chain depth, which lets any peer notice that it is behind.
@@ -129,7 +134,8 @@ impl Envelope {
             | Message::CatchUp { .. }
             | Message::Probe { .. }
             | Message::StartCheck { .. }
-            | Message::StartSeen { .. } => {}
+            | Message::StartSeen { .. }
+            | Message::Severed => {}
             Message::Prepare { ballot, .. }
             | Message::Accepted { ballot, .. }
             | Message::Decide { ballot, .. }
@@ -435,6 +441,8 @@ pub struct Core {
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
+    /// Peers that told us they severed their link to us (`Message::Severed`), for `status`.
+    severed_by: Diagnostic<Vec<bool>>,
     link_up: Vec<bool>,
     peer_depth: Vec<u64>,
     /// When each peer was last heard from, for `status` only.
@@ -515,6 +523,7 @@ impl Core {
             offered_upto: 0,
             forwarded_at: None,
             severed: vec![false; params.nodes],
+            severed_by: Diagnostic(vec![false; params.nodes]),
             link_up: vec![false; params.nodes],
             peer_depth: vec![0; params.nodes],
             heard_at: Diagnostic(vec![0; params.nodes]),
@@ -739,7 +748,13 @@ impl Core {
     }
 
     fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
-        if from >= self.n || from == self.id || self.severed[from] {
+        if from >= self.n || from == self.id {
+            return;
+        }
+        // A sever notice changes only what `status` shows: no state, no "heard from".
+        let notice = matches!(env.msg, Message::Severed);
+        self.note_severed_by(from, notice, out);
+        if notice || self.severed[from] {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);
@@ -774,6 +789,7 @@ impl Core {
             Message::Probe { floor, nonce } => self.on_probe(from, floor, nonce, out),
             Message::ProbeReply(reply) => self.on_probe_reply(from, reply, out),
             Message::StartCheck { nonce } => self.on_start_check(from, nonce, env.seq, out),
+            Message::Severed => unreachable!("handled above"),
             Message::StartSeen { nonce, seen, yours } => {
                 self.on_start_seen(from, nonce, seen, yours, out)
             }

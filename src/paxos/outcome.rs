@@ -55,6 +55,19 @@ pub enum Reply {
         /// How long ago the peer was last heard from; `None`: never.
         heard_ago: Option<u64>,
     },
+    /// `state`: this node's view of the depth in play.
+    State(StateView),
+    /// A `severLink` or `restoreLink` that changed nothing; `by_peer`: the peer severed it.
+    LinkUnchanged {
+        peer: NodeId,
+        severed: bool,
+        by_peer: bool,
+    },
+    /// The peer told us it severed its link to us (`severed`), or talks to us again.
+    SeveredBy {
+        peer: NodeId,
+        severed: bool,
+    },
     /// A `severLink` or `restoreLink` took effect.
     LinkSet {
         peer: NodeId,
@@ -147,7 +160,41 @@ pub enum RoleName {
 pub enum LinkState {
     Up,
     Down,
-    Severed,
+    /// Severed at this end (`severLink`).
+    SeveredHere,
+    /// The peer said it severed its end.
+    SeveredBy,
+}
+
+/// What `state` shows: the Paxos instance at `depth` (the one in play) as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StateView {
+    pub node: NodeId,
+    pub depth: u64,
+    pub promised: Ballot,
+    pub accepted: Option<(Ballot, Proposal)>,
+    /// Known to be chosen, not yet applied.
+    pub chosen: Option<Proposal>,
+    pub role: RoleView,
+    pub nodes: usize,
+    pub quorum: usize,
+}
+
+/// A role at the depth in play, with who has answered a candidate or leader.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RoleView {
+    Follower {
+        leader: Option<NodeId>,
+    },
+    Candidate {
+        ballot: Ballot,
+        promised_by: Vec<NodeId>,
+    },
+    Leader {
+        ballot: Ballot,
+        /// `None`: nothing proposed at this depth yet.
+        accepted_by: Option<Vec<NodeId>>,
+    },
 }
 
 /// What an acceptor was asked when it refused a ballot below its promise.

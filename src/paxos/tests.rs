@@ -1118,4 +1118,87 @@ fn blocks_above_a_gap_are_a_stale_reply_not_an_error() {
     assert_eq!(core.ledger().depth, 6);
 }
 
+fn replies(out: &[Action]) -> Vec<Reply> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Reply(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn command(core: &mut Core, cmd: Command) -> Vec<Action> {
+    let mut out = Vec::new();
+    core.handle(0, Event::Command(cmd), &mut out);
+    out
+}
+
+/// The state each link shows in `status`.
+fn links(core: &mut Core) -> Vec<(NodeId, LinkState)> {
+    replies(&command(core, Command::Status { full: false }))
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Link { peer, state, .. } => Some((peer, state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_sever_is_told_to_the_peer_and_shown_at_both_ends() {
+    let mut a = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut b = Core::recover(params(1, 3), Ledger::new(3, BALANCE), []);
+    let unchanged = |severed| Reply::LinkUnchanged {
+        peer: 1,
+        severed,
+        by_peer: false,
+    };
+    let out = command(&mut a, Command::Restore(1));
+    assert_eq!(replies(&out), [unchanged(false)]);
+    let out = command(&mut a, Command::Sever(1));
+    let told = out.iter().any(
+        |x| matches!(x, Action::Send { to, env } if to == &[1] && env.msg == Message::Severed),
+    );
+    assert!(told, "{out:?}");
+    assert_eq!(
+        replies(&command(&mut a, Command::Sever(1))),
+        [unchanged(true)]
+    );
+    let mut out = Vec::new();
+    b.handle(5, msg(0, 0, Message::Severed), &mut out);
+    let by = |severed| Reply::SeveredBy { peer: 0, severed };
+    assert_eq!(replies(&out), [by(true)]);
+    assert!(links(&mut b).contains(&(0, LinkState::SeveredBy)));
+    assert!(links(&mut a).contains(&(1, LinkState::SeveredHere)));
+    // The restarted (or restored) peer talks again: the sever is over, and b says so.
+    let mut out = Vec::new();
+    b.handle(6, msg(0, 0, Message::Hello), &mut out);
+    assert_eq!(replies(&out), [by(false)]);
+    // A peer that comes back while we sever it is told again.
+    let mut out = Vec::new();
+    a.handle(7, Event::Link { peer: 1, up: true }, &mut out);
+    let told = out
+        .iter()
+        .any(|x| matches!(x, Action::Send { env, .. } if env.msg == Message::Severed));
+    assert!(told, "{out:?}");
+}
+
+#[test]
+fn state_shows_the_depth_in_play_and_who_answered_the_leader() {
+    let mut c = with_leader(5, 0);
+    c.transfer(0, 1, 10);
+    let core = c.cores[0].as_mut().unwrap();
+    let answer = replies(&command(core, Command::State));
+    let [Reply::State(v)] = answer.as_slice() else {
+        panic!("one state reply: {answer:?}");
+    };
+    assert_eq!((v.node, v.depth, v.nodes, v.quorum), (0, 1, 5, 3));
+    assert!(matches!(v.role, RoleView::Leader { .. }), "{v:?}");
+    let status = replies(&command(core, Command::Status { full: false }));
+    assert!(
+        matches!(&status[0], Reply::Status(s) if s.role == RoleName::Leader),
+        "{status:?}"
+    );
+}
+
 mod hot_path;

@@ -57,6 +57,9 @@ fn reply_kind(r: &Reply) -> usize {
         Reply::Link { .. } => 12,
         Reply::LinkSet { .. } => 13,
         Reply::RolledBack { .. } => 14,
+        Reply::State(_) => 15,
+        Reply::LinkUnchanged { .. } => 16,
+        Reply::SeveredBy { .. } => 17,
     }
 }
 
@@ -116,7 +119,7 @@ fn reply_goldens() -> Vec<(Reply, &'static str)> {
         (Reply::QueueEntry(t), "queue 2.17 2 0 5"),
         (
             Reply::Status(status(false)),
-            "node 1 depth 3 head abababababab ballot 2.0 leader 0 role follower queue 0 transfers 9",
+            "node 1 depth 3 head abababababab leader 0 queue 0 transfers 9\nrole follower ballot 2.0",
         ),
         (
             Reply::Link {
@@ -142,6 +145,39 @@ fn reply_goldens() -> Vec<(Reply, &'static str)> {
             },
             "note: node 2's state is older than what node 1 has seen from it (sync 120, disk holds 87): recovering it from its peers",
         ),
+        (
+            Reply::State(StateView {
+                node: 0,
+                depth: 4,
+                promised: b(2, 0),
+                accepted: Some((b(2, 0), value(vec![t]))),
+                chosen: None,
+                role: RoleView::Leader {
+                    ballot: b(2, 0),
+                    accepted_by: Some(vec![0, 2, 3]),
+                },
+                nodes: 5,
+                quorum: 3,
+            }),
+            "state of node 0 at depth 4 (chain depth 3):\n  promised ballot 2.0\n  \
+             accepted ballot 2.0 value [2.17]\n  chosen: not known to this node yet\n  \
+             role leader, ballot 2.0: accepted by {0,2,3}, 3 of 5 (majority 3)",
+        ),
+        (
+            Reply::LinkUnchanged {
+                peer: 2,
+                severed: false,
+                by_peer: true,
+            },
+            "link 2 was not severed here; node 2 severed it at its end",
+        ),
+        (
+            Reply::SeveredBy {
+                peer: 2,
+                severed: true,
+            },
+            "link 2 severed by node 2: it ignores this node",
+        ),
     ]
 }
 
@@ -150,7 +186,7 @@ fn every_reply_renders_as_its_golden_line() {
     let goldens = reply_goldens();
     let mut kinds: Vec<usize> = goldens.iter().map(|(r, _)| reply_kind(r)).collect();
     kinds.dedup();
-    assert_eq!(kinds, (0..15).collect::<Vec<_>>(), "one golden per variant");
+    assert_eq!(kinds, (0..18).collect::<Vec<_>>(), "one golden per variant");
     for (r, line) in goldens {
         assert_eq!(reply(&r), line, "{r:?}");
     }
@@ -200,13 +236,41 @@ fn every_refusal_and_link_line_renders_as_golden() {
     };
     assert_eq!(link(LinkState::Down, None), "link 0 down never heard from");
     assert_eq!(
-        link(LinkState::Severed, Some(40)),
-        "link 0 severed heard 40 ms ago"
+        link(LinkState::SeveredHere, Some(40)),
+        "link 0 severed here heard 40 ms ago"
     );
     assert_eq!(
         link(LinkState::Up, Some(300_000)),
         "link 0 up heard 5 min ago"
     );
+}
+
+#[test]
+fn every_reply_line_fits_80_columns_in_short_form() {
+    // A busy classroom cluster: a million blocks, a hundred million transfers.
+    let status = Status {
+        node: 9,
+        depth: 1_000_000,
+        queue: 10_000,
+        transfers: 100_000_000,
+        promised: Ballot {
+            round: 1_000_000,
+            node: 9,
+        },
+        ..status(false)
+    };
+    let mut all: Vec<Reply> = reply_goldens().into_iter().map(|(r, _)| r).collect();
+    all.push(Reply::Status(status));
+    for r in all.iter().filter(|r| {
+        !matches!(
+            r,
+            Reply::Waiting { .. } | Reply::RolledBack { .. } | Reply::LostId { .. }
+        )
+    }) {
+        for line in reply(r).lines() {
+            assert!(line.chars().count() <= 80, "{line}");
+        }
+    }
 }
 
 #[test]

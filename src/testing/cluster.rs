@@ -95,7 +95,7 @@ impl Drop for NodeProc {
     }
 }
 
-/// A parsed `status` line (see `render::parse`).
+/// The first line of `status`, parsed (see `render::parse`).
 pub use crate::render::StatusLine as Status;
 
 /// A data dir and the node processes running on it.

@@ -117,7 +117,7 @@ impl Serialize for Summary<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("kind", kind_name(self.0))?;
         match self.0 {
-            Message::Hello => {}
+            Message::Hello | Message::Severed => {}
             Message::Prepare { ballot, depth }
             | Message::Accepted { ballot, depth }
             | Message::Decide { ballot, depth } => {
@@ -174,6 +174,7 @@ fn kind_name(msg: &Message) -> &'static str {
         Message::ProbeReply { .. } => "probereply",
         Message::StartCheck { .. } => "startcheck",
         Message::StartSeen { .. } => "startseen",
+        Message::Severed => "severed",
     }
 }
 
@@ -196,6 +197,7 @@ pub enum Kind {
     Probereply,
     Startcheck,
     Startseen,
+    Severed,
 }
 
 /// A value as read back: up to `VALUE_IDS` transfer ids and the full count.
