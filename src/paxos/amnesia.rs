@@ -65,7 +65,7 @@ impl Core {
     /// it is a floor reminder, which wants no answer.
     pub(super) fn on_probe(&mut self, from: NodeId, floor: u64, nonce: u64, out: &mut Vec<Action>) {
         if let Role::Leader(l) = &mut self.role {
-            l.fill_to = l.fill_to.max(floor);
+            l.fill_up_to(floor);
         }
         if self.amnesia.is_some() || nonce == 0 {
             return;
@@ -75,7 +75,7 @@ impl Core {
             .depth
             .max(self.accepted.keys().next_back().copied().unwrap_or(0));
         if let Role::Leader(l) = &self.role {
-            top = top.max(l.next_depth - 1);
+            top = top.max(l.top_proposed());
         }
         let reply = ProbeReply {
             nonce,

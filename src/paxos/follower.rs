@@ -16,66 +16,6 @@ impl Core {
         }
     }
 
-    /// Asks `peer` for the blocks we miss, unless a request is already out. The deadline only
-    /// paces retries: blocks are applied whenever they come, which is safe at any time.
-    pub(super) fn maybe_catch_up(&mut self, peer: NodeId, out: &mut Vec<Action>) {
-        let waiting = self
-            .catch_up
-            .is_some_and(|(_, deadline)| self.now < deadline);
-        if self.peer_depth[peer] > self.ledger.depth && !waiting {
-            self.catch_up = Some((peer, self.now + self.timing.resend_ms));
-            let from = self.ledger.depth + 1;
-            self.narrate(out, || Step::CatchingUp { peer, from });
-            self.send(vec![peer], Message::CatchUp { from }, out);
-        }
-    }
-
-    /// Asks a random peer known to be ahead, if no request is out. Without this, a request
-    /// lost with its peer was never repeated unless that same peer spoke again, and an idle
-    /// cluster says nothing: the node stayed behind for good.
-    pub(super) fn retry_catch_up(&mut self, out: &mut Vec<Action>) {
-        let ahead: Vec<NodeId> = (0..self.n)
-            .filter(|&p| p != self.id && !self.severed[p] && self.peer_depth[p] > self.ledger.depth)
-            .collect();
-        if self.catch_up.is_none() && !ahead.is_empty() {
-            let peer = ahead[(rand_next(&mut self.rng) % ahead.len() as u64) as usize];
-            self.maybe_catch_up(peer, out);
-        }
-    }
-
-    /// Notes a higher ballot. If it beats our own candidacy or leadership, we step down.
-    pub(super) fn see_ballot(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
-        self.highest_seen = self.highest_seen.max(ballot);
-        if self.role_ballot().is_some_and(|mine| ballot > mine) {
-            self.step_down(StepDown::HigherBallot(ballot), out);
-        }
-    }
-
-    /// Stops running or leading; `why` says why, in verbose output.
-    pub(super) fn step_down(&mut self, why: StepDown, out: &mut Vec<Action>) {
-        self.narrate(out, || Step::SteppingDown(why));
-        self.role = Role::Follower;
-        if self.leader.is_some_and(|b| b.node == self.id) {
-            self.leader = None;
-        }
-        self.forwarded_at = None;
-    }
-
-    /// Accept, Decide and Heartbeat with a ballot we honour all say who leads.
-    pub(super) fn follow(&mut self, ballot: Ballot, out: &mut Vec<Action>) {
-        self.see_ballot(ballot, out);
-        if ballot.node == self.id {
-            return;
-        }
-        if self.leader != Some(ballot) {
-            self.narrate(out, || Step::Following { ballot });
-            self.forwarded_at = None; // hand the whole queue to the new leader
-        }
-        self.leader = Some(ballot);
-        self.heard_leader_at = self.now;
-        self.election_at = None;
-    }
-
     pub(super) fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, out: &mut Vec<Action>) {
         if ballot < self.promised {
             return self.refuse(from, ballot, Asked::Heartbeat, out);
@@ -161,22 +101,5 @@ impl Core {
             self.narrate(out, || Step::Forwarding { count, leader });
             self.send(vec![leader], Message::Forward { transfers }, out);
         }
-    }
-
-    /// The next run of our own queue to offer the leader: what we have not offered yet, at
-    /// most a window ahead of what has committed. This is flow control: a leader holds at
-    /// most a window of each origin's queue, however long the queue grows.
-    pub(super) fn next_offer(&mut self) -> Vec<Transfer> {
-        let committed = self.ledger.next_seq[self.id] - 1;
-        let from = self.offered_upto.max(committed) + 1;
-        let to = committed + self.timing.offer_window();
-        if from > to {
-            return Vec::new();
-        }
-        let offer: Vec<Transfer> = self.queue.range(from..=to).map(|(_, t)| *t).collect();
-        if let Some(t) = offer.last() {
-            self.offered_upto = t.id.seq;
-        }
-        offer
     }
 }

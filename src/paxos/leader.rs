@@ -42,6 +42,41 @@ pub(super) struct Leadership {
     pub(super) fill_to: u64,
 }
 
+impl Leadership {
+    /// Settles `depth`, decided as `value` by someone: true if that breaks this leader's
+    /// plan (a depth it had not proposed yet, or a slot it proposed with another value).
+    pub(super) fn settle(&mut self, depth: u64, value: &Proposal) -> bool {
+        let unplanned = depth >= self.next_depth;
+        let differs = self
+            .inflight
+            .remove(&depth)
+            .is_some_and(|slot| slot.value != *value);
+        differs || unplanned
+    }
+
+    /// Forgets the offered transfers that `block` committed.
+    pub(super) fn forget_committed(&mut self, block: &Block) {
+        for t in &block.transfers {
+            self.intake[t.debit()].remove(&t.id.seq);
+        }
+    }
+
+    /// A recovering node asks for the chain to reach `floor`: fill it with empty blocks.
+    pub(super) fn fill_up_to(&mut self, floor: u64) {
+        self.fill_to = self.fill_to.max(floor);
+    }
+
+    /// The highest depth this leader has proposed (its chain's depth if none).
+    pub(super) fn top_proposed(&self) -> u64 {
+        self.next_depth - 1
+    }
+
+    /// `peer` spoke this period (CheckQuorum).
+    pub(super) fn heard_from(&mut self, peer: NodeId) {
+        self.heard[peer] = true;
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Candidacy {
     pub(super) ballot: Ballot,
@@ -494,7 +529,7 @@ impl Core {
     /// cannot fill every block.
     pub(super) fn next_batch(l: &mut Leadership, max: usize) -> Vec<Transfer> {
         let mut next = l.projected.next_seq.clone();
-        let window = 4 * max as u64; // `Timing::offer_window`
+        let window = Timing::offer_window_for(max);
         for (origin, offered) in l.intake.iter_mut().enumerate() {
             *offered = offered.split_off(&next[origin]); // already proposed or committed
             assert!(

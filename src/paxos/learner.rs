@@ -55,12 +55,7 @@ impl Core {
             return;
         };
         // A depth we have not proposed yet was decided without us: our plan is stale too.
-        let unplanned = depth >= l.next_depth;
-        let differs = l
-            .inflight
-            .remove(&depth)
-            .is_some_and(|slot| slot.value != *value);
-        if differs || unplanned {
+        if l.settle(depth, value) {
             self.step_down(StepDown::OutsidePlan { depth }, out);
         }
     }
@@ -93,9 +88,7 @@ impl Core {
         let lines = self.settle_own(&block);
         let committed_own = !lines.is_empty();
         if let Role::Leader(l) = &mut self.role {
-            for t in &block.transfers {
-                l.intake[t.debit()].remove(&t.id.seq);
-            }
+            l.forget_committed(&block);
         }
         self.narrate(out, || Step::CommittedBlock {
             depth,
@@ -153,5 +146,32 @@ impl Core {
             self.after_commit(block, out);
         }
         self.apply_decided(out);
+    }
+
+    /// Asks `peer` for the blocks we miss, unless a request is already out. The deadline only
+    /// paces retries: blocks are applied whenever they come, which is safe at any time.
+    pub(super) fn maybe_catch_up(&mut self, peer: NodeId, out: &mut Vec<Action>) {
+        let waiting = self
+            .catch_up
+            .is_some_and(|(_, deadline)| self.now < deadline);
+        if self.peer_depth[peer] > self.ledger.depth && !waiting {
+            self.catch_up = Some((peer, self.now + self.timing.resend_ms));
+            let from = self.ledger.depth + 1;
+            self.narrate(out, || Step::CatchingUp { peer, from });
+            self.send(vec![peer], Message::CatchUp { from }, out);
+        }
+    }
+
+    /// Asks a random peer known to be ahead, if no request is out. Without this, a request
+    /// lost with its peer was never repeated unless that same peer spoke again, and an idle
+    /// cluster says nothing: the node stayed behind for good.
+    pub(super) fn retry_catch_up(&mut self, out: &mut Vec<Action>) {
+        let ahead: Vec<NodeId> = (0..self.n)
+            .filter(|&p| p != self.id && !self.severed[p] && self.peer_depth[p] > self.ledger.depth)
+            .collect();
+        if self.catch_up.is_none() && !ahead.is_empty() {
+            let peer = ahead[(rand_next(&mut self.rng) % ahead.len() as u64) as usize];
+            self.maybe_catch_up(peer, out);
+        }
     }
 }

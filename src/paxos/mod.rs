@@ -25,6 +25,7 @@ mod follower;
 mod leader;
 mod learner;
 mod outcome;
+mod roles;
 mod startcheck;
 
 use amnesia::Amnesia;
@@ -334,7 +335,12 @@ impl Timing {
     /// How far past its committed transfers an origin offers its queue to the leader, which
     /// is also the most of one origin's transfers a leader holds (flow control).
     pub fn offer_window(&self) -> u64 {
-        4 * self.batch_transfers_max as u64
+        Self::offer_window_for(self.batch_transfers_max)
+    }
+
+    /// The offer window for blocks of at most `batch_transfers_max` transfers: four blocks.
+    pub fn offer_window_for(batch_transfers_max: usize) -> u64 {
+        4 * batch_transfers_max as u64
     }
 
     /// Refuses timings with which the protocol could not make progress.
@@ -763,7 +769,7 @@ impl Core {
             return; // checking this node's own state first
         }
         if let Role::Leader(l) = &mut self.role {
-            l.heard[from] = true;
+            l.heard_from(from);
         }
         match env.msg {
             Message::Hello => {}
