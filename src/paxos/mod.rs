@@ -481,7 +481,9 @@ impl<T> std::hash::Hash for Diagnostic<T> {
     fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
-fn rand_next(state: &mut u64) -> u64 {
+/// The next number of the splitmix64 sequence in `state`: the core's and the simulator's
+/// one deterministic generator.
+pub fn rand_next(state: &mut u64) -> u64 {
     // splitmix64: tiny, fast and deterministic for a given seed.
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;

@@ -1,9 +1,11 @@
 //! Durable state of one node: the decided chain and the acceptor's write-ahead log.
 //!
-//! A node's directory (say `data/node3/`) holds two append-only files:
+//! A node's directory (say `data/node3/`) holds two append-only files, each starting with a
+//! format marker:
 //!
 //! - `chain.log`: one record per decided block, depth 1, 2, 3 ... in order.
-//! - `wal.log`: the `paxos::Record`s (Promise, Accept, Queue) in the order they were made.
+//! - `wal.log`: the `paxos::Record`s (Promise, Accept, Queue, Amnesia, VoteFloor) in the
+//!   order they were made.
 //!   `compact` replaces it, atomically, with just the records still live.
 //!
 //! Both use the framing described in `format`.
