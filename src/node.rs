@@ -159,7 +159,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     opened.repairs.iter().for_each(|r| eprintln!("note: {r}"));
     let (net_tx, net_rx) = crossbeam_channel::unbounded();
     let transport = Transport::start(id, &config.addrs, key, net_tx)?;
-    let mut core = Core::recover(params, opened.ledger, opened.records);
+    let mut core = Core::restore(params, opened.ledger, opened.records);
     let trace = open_trace(&dir, id)?;
     let mut store = opened.store;
     compact(&mut store, &core);
@@ -222,7 +222,7 @@ fn params(opts: &NodeOptions, config: &Config, id: NodeId) -> Result<Params, Str
         },
         verbose: opts.verbose,
         classroom: opts.classroom,
-        seed: rand::random(),
+        rng_seed: rand::random(),
     };
     params.timing.validate()?;
     Ok(params)

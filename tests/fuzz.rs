@@ -196,11 +196,11 @@ fn live_transport() -> (Transport, Receiver<Event>) {
     };
     let addrs = vec!["127.0.0.1:0".to_string(), free(1), free(2)];
     let (tx, rx) = crossbeam_channel::unbounded();
-    let cfg = transport::Config {
+    let cfg = transport::Limits {
         handshake_timeout: Duration::from_secs(2),
         frame_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
-        ..transport::Config::default()
+        ..transport::Limits::default()
     };
     (Transport::start_with(0, &addrs, KEY, tx, cfg).unwrap(), rx)
 }
@@ -279,11 +279,11 @@ fn core() -> Core {
         timing: Timing::default(),
         verbose: true,
         classroom: false,
-        seed: 7,
+        rng_seed: 7,
     };
     let mut ledger = Ledger::new(NODES, BALANCE);
     ledger.apply(&chain(1)[0]).unwrap();
-    Core::recover(params, ledger, [Record::Queue(tx(0, 2, 1, 1))])
+    Core::restore(params, ledger, [Record::Queue(tx(0, 2, 1, 1))])
 }
 
 fn feed_core(from: usize, env: Envelope) {

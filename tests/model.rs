@@ -230,7 +230,7 @@ impl Benmo {
             timing: self.timing.clone(),
             verbose: false,
             classroom: self.cfg.classroom,
-            seed: 0x5EED + x as u64,
+            rng_seed: 0x5EED + x as u64,
         }
     }
 
@@ -238,7 +238,7 @@ impl Benmo {
         let ledger = Ledger::new(self.n(), BALANCE);
         let amnesic = self.cfg.amnesic == Some(x);
         let records: Vec<Record> = amnesic.then_some(Record::Amnesia).into_iter().collect();
-        let mut core = Core::recover(self.params(x), ledger, records.clone());
+        let mut core = Core::restore(self.params(x), ledger, records.clone());
         // The first tick only says hello to peers at depth 0: nothing to deliver.
         let _ = core.turn(0, []);
         Node {
@@ -474,7 +474,7 @@ impl Benmo {
         s.severed.retain(|&(a, _)| a != x);
     }
 
-    /// `Core::recover` from the durable chain and records, then the first turn.
+    /// `Core::restore` from the durable chain and records, then the first turn.
     fn restart(&self, s: &mut State, x: NodeId) -> Option<()> {
         let mut ledger = Ledger::new(self.n(), BALANCE);
         for b in &s.nodes[x].chain {
@@ -487,9 +487,9 @@ impl Benmo {
             _ => None,
         });
         let params = self.params(x);
-        let core = catch_unwind(AssertUnwindSafe(|| Core::recover(params, ledger, records)));
+        let core = catch_unwind(AssertUnwindSafe(|| Core::restore(params, ledger, records)));
         let Ok(core) = core else {
-            s.fault = Some(format!("node {x} panicked in Core::recover"));
+            s.fault = Some(format!("node {x} panicked in Core::restore"));
             return Some(());
         };
         let node = s.node(x);

@@ -324,7 +324,9 @@ pub struct Timing {
     /// leader never proposes more than this far past the highest depth a majority knows,
     /// which is what a recovering node's vote floor relies on (see `Amnesia`).
     pub inflight_depths_max: usize,
-    /// Transfers per block at most.
+    /// Transfers per block at most. A "batch" of transfers (here and in the leader's
+    /// `next_batch`) is one block's value; a batch of events (node.rs, the simulator) is
+    /// what one turn handles, whose writes one group commit makes durable.
     pub batch_transfers_max: usize,
     /// Classroom only: how long a leader holds each phase (accept, decide) before its
     /// messages go out, so that a person can act between phases. 0: no pause.
@@ -402,7 +404,7 @@ pub struct Params {
     /// accept, accepted, decide), with no leader kept across depths, as in the seed.
     pub classroom: bool,
     /// Seeds the node's private random number generator (election delays).
-    pub seed: u64,
+    pub rng_seed: u64,
 }
 
 /// Values an acceptor reports in a promise: (depth, ballot, value).
@@ -494,7 +496,7 @@ pub fn rand_next(state: &mut u64) -> u64 {
 
 impl Core {
     /// Rebuilds a node from its committed chain (as a `Ledger`) and its persisted records.
-    pub fn recover(
+    pub fn restore(
         params: Params,
         ledger: Ledger,
         records: impl IntoIterator<Item = Record>,
@@ -515,7 +517,7 @@ impl Core {
             timing: params.timing,
             verbose: params.verbose,
             classroom: params.classroom,
-            rng: params.seed,
+            rng: params.rng_seed,
             now: 0,
             promised: Ballot::default(),
             accepted: BTreeMap::new(),

@@ -217,9 +217,9 @@ mod tests {
             timing: Timing::default(),
             verbose: false,
             classroom: false,
-            seed: 11 + id as u64,
+            rng_seed: 11 + id as u64,
         };
-        Core::recover(params, Ledger::new(n, 100), [])
+        Core::restore(params, Ledger::new(n, 100), [])
     }
 
     /// A message from `from` stamped with sync sequence `seq`.

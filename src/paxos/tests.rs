@@ -41,7 +41,7 @@ fn params(id: NodeId, nodes: usize) -> Params {
         timing: Timing::default(),
         verbose: false,
         classroom: false,
-        seed: 7 + id as u64,
+        rng_seed: 7 + id as u64,
     }
 }
 
@@ -81,7 +81,7 @@ impl Cluster {
             n,
             now: 0,
             cores: (0..n)
-                .map(|x| Some(Core::recover(params(x, n), Ledger::new(n, BALANCE), [])))
+                .map(|x| Some(Core::restore(params(x, n), Ledger::new(n, BALANCE), [])))
                 .collect(),
             disks: (0..n).map(|_| Disk::default()).collect(),
             wire: Vec::new(),
@@ -227,8 +227,8 @@ impl Cluster {
         }
         let records = self.disks[x].records.clone();
         let mut p = params(x, self.n);
-        p.seed += 1000 * self.now;
-        self.cores[x] = Some(Core::recover(p, ledger, records));
+        p.rng_seed += 1000 * self.now;
+        self.cores[x] = Some(Core::restore(p, ledger, records));
     }
 
     fn txids(&self, x: NodeId) -> Vec<TxId> {
@@ -664,7 +664,7 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
     c.disks[2].records.clear(); // the WAL is gone: promises and accepted values forgotten
     c.restart(2);
     let ledger = c.core(2).ledger().clone();
-    c.cores[2] = Some(Core::recover(params(2, 3), ledger, [Record::Amnesia]));
+    c.cores[2] = Some(Core::restore(params(2, 3), ledger, [Record::Amnesia]));
     // Silent at first: no promise, no accepted, no transfers of its own.
     let prepare = msg(
         1,
@@ -700,7 +700,7 @@ fn a_node_that_lost_its_wal_votes_only_where_that_is_safe() {
 fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
     let floor = 9;
     let records = [Record::VoteFloor(floor)];
-    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), records);
+    let mut core = Core::restore(params(2, 3), Ledger::new(3, BALANCE), records);
     let value = Proposal {
         proposer: 0,
         transfers: vec![],
@@ -770,7 +770,7 @@ fn below_its_vote_floor_a_node_accepts_but_does_not_promise() {
 
 /// An amnesic node of 3 that has waited out its leader timeout; returns its probe's nonce.
 fn amnesic_after_probe() -> (Core, u64) {
-    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
+    let mut core = Core::restore(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
     let mut out = Vec::new();
     core.handle(0, Event::Tick, &mut out);
     core.handle(Timing::default().leader_timeout_ms, Event::Tick, &mut out);
@@ -797,7 +797,7 @@ fn reply(nonce: u64, recovering: bool) -> Message {
 #[test]
 fn probe_replies_count_only_for_this_incarnations_probe_after_its_wait() {
     // Unsolicited replies before the wait ends: nothing happens (issue: recovered at 1 ms).
-    let mut core = Core::recover(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
+    let mut core = Core::restore(params(2, 3), Ledger::new(3, BALANCE), [Record::Amnesia]);
     let mut out = Vec::new();
     core.handle(1, msg(0, 0, reply(7, false)), &mut out);
     core.handle(1, msg(1, 0, reply(7, false)), &mut out);
@@ -858,7 +858,7 @@ fn the_others_keep_committing_while_a_node_recovers_lost_records() {
     let mut c = with_leader(3, 0);
     c.crash(2);
     let fresh = Ledger::new(3, BALANCE);
-    c.cores[2] = Some(Core::recover(params(2, 3), fresh, [Record::Amnesia]));
+    c.cores[2] = Some(Core::restore(params(2, 3), fresh, [Record::Amnesia]));
     for k in 0..12 {
         c.transfer(k % 2, 2, 1);
         c.run(300);
@@ -910,7 +910,7 @@ fn batches_take_from_every_origin_in_turn_and_skip_gaps() {
 #[test]
 fn an_origin_offers_the_leader_one_window_at_a_time() {
     let window = 4 * Timing::default().batch_transfers_max;
-    let mut core = Core::recover(params(1, 3), Ledger::new(3, 1 << 40), []);
+    let mut core = Core::restore(params(1, 3), Ledger::new(3, 1 << 40), []);
     let mut out = Vec::new();
     core.handle(
         0,
@@ -983,7 +983,7 @@ fn classroom_cluster(n: usize) -> Cluster {
             classroom: true,
             ..params(x, n)
         };
-        c.cores[x] = Some(Core::recover(p, Ledger::new(n, BALANCE), []));
+        c.cores[x] = Some(Core::restore(p, Ledger::new(n, BALANCE), []));
     }
     c
 }
@@ -1103,7 +1103,7 @@ fn blocks_above_a_gap_are_a_stale_reply_not_an_error() {
         chain.apply(&block).unwrap();
         blocks.push(block);
     }
-    let mut core = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut core = Core::restore(params(0, 3), Ledger::new(3, BALANCE), []);
     let mut out = Vec::new();
     let stale = Message::Blocks {
         blocks: blocks[4..].to_vec(),
@@ -1146,8 +1146,8 @@ fn links(core: &mut Core) -> Vec<(NodeId, LinkState)> {
 
 #[test]
 fn a_sever_is_told_to_the_peer_and_shown_at_both_ends() {
-    let mut a = Core::recover(params(0, 3), Ledger::new(3, BALANCE), []);
-    let mut b = Core::recover(params(1, 3), Ledger::new(3, BALANCE), []);
+    let mut a = Core::restore(params(0, 3), Ledger::new(3, BALANCE), []);
+    let mut b = Core::restore(params(1, 3), Ledger::new(3, BALANCE), []);
     let unchanged = |severed| Reply::LinkUnchanged {
         peer: 1,
         severed,

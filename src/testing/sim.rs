@@ -7,7 +7,7 @@
 //! `Reply` of it happens. A crash loses the node's memory, its inbox and every message in
 //! flight to or from it, but nothing durable; a crash in the middle of a batch makes only a
 //! prefix of its writes durable and performs none of its sends. A restart is
-//! `Core::recover` from the durable chain and records.
+//! `Core::restore` from the durable chain and records.
 //!
 //! What it throws at the protocol: message delays (so reordering), drops, duplicates,
 //! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, pauses (a node
@@ -510,10 +510,10 @@ impl<'a> Sim<'a> {
             timing: self.timing.clone(),
             verbose: self.cfg.trace,
             classroom: self.cfg.classroom,
-            seed: self.rng.next_u64(),
+            rng_seed: self.rng.next_u64(),
         };
         let node = &mut self.nodes[x];
-        let core = Core::recover(params, node.disk.clone(), node.records.clone());
+        let core = Core::restore(params, node.disk.clone(), node.records.clone());
         assert_eq!(
             core.ledger(),
             &node.disk,
@@ -1109,7 +1109,7 @@ fn random_timing(rng: &mut Rng) -> Timing {
 }
 
 /// Whether a core is amnesic, and its vote floor (0 if its chain has passed it), as its
-/// compacted log would keep them: what `Core::recover` rebuilt from the durable records.
+/// compacted log would keep them: what `Core::restore` rebuilt from the durable records.
 fn recovery_state(core: &Core) -> (bool, u64) {
     let live = core.live_records();
     let amnesic = live.iter().any(|r| matches!(r, Record::Amnesia));

@@ -3,7 +3,7 @@
 //! # Threads
 //!
 //! One listener thread accepts connections and gives each one a reader thread (at most
-//! `peers + Config::spare_readers` at once). One writer thread per peer owns the outbound
+//! `peers + Limits::spare_readers` at once). One writer thread per peer owns the outbound
 //! connection to that peer for the life of the transport. Readers and writers only move bytes
 //! and events; the node's state lives in the single event-loop thread that drains `events`.
 //!
@@ -48,7 +48,7 @@ type Payload = Arc<[u8]>;
 
 /// Timeouts and sizes. The defaults are the production values; tests shrink them.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct Limits {
     /// Whole handshake, from accept (or connect) to a verified hello.
     pub handshake_timeout: Duration,
     /// A frame, once its first byte arrived, must be complete within this.
@@ -66,9 +66,9 @@ pub struct Config {
     pub spare_readers: usize,
 }
 
-impl Default for Config {
+impl Default for Limits {
     fn default() -> Self {
-        Config {
+        Limits {
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
@@ -85,7 +85,7 @@ impl Default for Config {
 struct Shared {
     id: NodeId,
     nodes: usize,
-    cfg: Config,
+    cfg: Limits,
     /// The cluster key.
     key: [u8; 32],
     events: Sender<Event>,
@@ -140,7 +140,7 @@ impl Transport {
         key: [u8; 32],
         events: Sender<Event>,
     ) -> Result<Transport, String> {
-        Self::start_with(id, addrs, key, events, Config::default())
+        Self::start_with(id, addrs, key, events, Limits::default())
     }
 
     /// `start` with explicit timeouts and sizes.
@@ -149,7 +149,7 @@ impl Transport {
         addrs: &[String],
         key: [u8; 32],
         events: Sender<Event>,
-        cfg: Config,
+        cfg: Limits,
     ) -> Result<Transport, String> {
         let addr = addrs
             .get(id)
@@ -201,7 +201,7 @@ impl Transport {
         addrs: &[String],
         key: [u8; 32],
         events: Sender<Event>,
-        cfg: Config,
+        cfg: Limits,
     ) -> Result<Transport, String> {
         if id >= addrs.len() || u32::try_from(addrs.len()).is_err() {
             return Err(format!("node {id} is not one of {} nodes", addrs.len()));

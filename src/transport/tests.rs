@@ -9,15 +9,15 @@ const KEY: [u8; 32] = [7; 32];
 /// Upper bound on any wait; tests normally finish far sooner.
 const WAIT: Duration = Duration::from_secs(5);
 
-fn fast() -> Config {
-    Config {
+fn fast() -> Limits {
+    Limits {
         handshake_timeout: Duration::from_secs(2),
         frame_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(3),
         keepalive: Duration::from_millis(50),
         backoff_min: Duration::from_millis(5),
         backoff_max: Duration::from_millis(100),
-        ..Config::default()
+        ..Limits::default()
     }
 }
 
@@ -47,7 +47,7 @@ struct Node {
     rx: Receiver<Event>,
 }
 
-fn node(id: NodeId, l: TcpListener, addrs: &[String], key: [u8; 32], cfg: Config) -> Node {
+fn node(id: NodeId, l: TcpListener, addrs: &[String], key: [u8; 32], cfg: Limits) -> Node {
     let (tx, rx) = unbounded();
     let t = Transport::launch(id, l, addrs, key, tx, cfg).unwrap();
     Node { t, rx }
@@ -374,7 +374,7 @@ fn bad_input_drops_only_that_connection() {
 fn slow_silent_and_stalled_connections_time_out() {
     let (ls, addrs) = listeners(2);
     let mut ls = ls.into_iter();
-    let short = Config {
+    let short = Limits {
         handshake_timeout: Duration::from_millis(300),
         frame_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(400),
@@ -415,7 +415,7 @@ fn slow_silent_and_stalled_connections_time_out() {
 #[test]
 fn reader_threads_are_bounded() {
     let (ls, addrs) = listeners(2);
-    let cfg = Config {
+    let cfg = Limits {
         spare_readers: 1,
         ..fast()
     };
