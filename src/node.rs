@@ -158,6 +158,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         trace,
         start: Instant::now(),
         prompt: false,
+        own: Vec::new(),
     }
     .run(net_rx, local_rx);
     Ok(())
@@ -288,16 +289,22 @@ struct EventLoop {
     compact_at: u64,
     /// Whether to show the prompt after this turn's output.
     prompt: bool,
+    /// `Loopback` envelopes, fed to the core at the start of the next turn.
+    own: Vec<Envelope>,
 }
 
 impl EventLoop {
     fn run(mut self, net: Receiver<Event>, local: Receiver<Local>) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            let wait = match self.own.is_empty() {
+                true => TICK,
+                false => Duration::ZERO, // our own vote is waiting to be counted
+            };
             let first = select! {
                 recv(net) -> e => e.ok().map(Local::Event),
                 recv(local) -> l => Some(l.unwrap_or(Local::Stop)),
-                default(TICK) => None,
+                default(wait) => None,
             };
             let more = std::iter::from_fn(|| {
                 local
@@ -319,6 +326,10 @@ impl EventLoop {
     fn turn(&mut self, batch: &mut Vec<Local>) {
         let now = self.start.elapsed().as_millis() as u64;
         let mut actions = Vec::new();
+        let (id, own) = (self.core.id(), std::mem::take(&mut self.own));
+        for env in own {
+            self.core.handle(now, Event::Message { from: id, env }, &mut actions);
+        }
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => {
@@ -334,9 +345,13 @@ impl EventLoop {
         }
         self.core.handle(now, Event::Tick, &mut actions);
         let turn = Turn::split(actions);
-        self.persist(&turn.writes);
         let stdout = io::stdout();
         let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        for action in turn.early {
+            self.perform(action, &mut out);
+        }
+        out.flush().ok();
+        self.persist(&turn.writes);
         for action in turn.effects {
             self.perform(action, &mut out);
         }
@@ -392,7 +407,10 @@ impl EventLoop {
                 eprintln!("error: {line}");
                 std::process::exit(1);
             }
-            Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
+            Action::Loopback(env) => self.own.push(env),
+            Action::Persist(_) | Action::Commit(_) | Action::Early(_) => {
+                unreachable!("a write or an early effect, split off by `Turn::split`")
+            }
         }
     }
 

@@ -6,8 +6,14 @@
 //! interval / after a leader timeout (each node has its own clock), crash a node, restart it
 //! from exactly what it persisted, restart it from a cut log as `--recover` does (amnesia),
 //! compact its log, sever or restore a link, and hand a node one of a fixed set of transfers.
-//! Every turn is carried out as the shell does: `Turn::split`, writes before effects. The
-//! budgets of faults and timer ticks are part of the state, so deduplication stays sound.
+//! Every turn is carried out as the shell does: `Turn::split`, early effects, then writes
+//! before the other effects. While a crash is left in the budget, a turn with both early
+//! effects and writes takes two steps:
+//! its early effects go out, and later (`Sync`) its writes become durable and its other
+//! effects go out; a crash in between loses those writes, as a power loss during the fsync
+//! does. A leader's own vote comes back to it in its inbox (`Loopback`), so it is counted in
+//! its next turn, after the vote is durable. The budgets of faults and timer ticks
+//! are part of the state, so deduplication stays sound.
 //!
 //! - `cargo test --release --test model` checks the CI configurations.
 //! - `cargo test --release --test model explore -- --ignored --nocapture` checks bounds taken
@@ -79,7 +85,7 @@ struct Node {
     clock: u64,
     chain: Vec<Block>,
     records: Vec<Record>,
-    /// Link events the node takes at the start of its next turn.
+    /// Link events and its own votes (`Loopback`), taken at the start of its next turn.
     inbox: Vec<Event>,
     /// The highest round of this node's own ballots (to count elections).
     own_round: u64,
@@ -90,6 +96,9 @@ struct Node {
     recovered: bool,
     /// The highest ballot its durable records ever promised (since its last cut log).
     promised: Ballot,
+    /// A turn whose early effects went out: its writes and its other effects, until `Sync`.
+    /// The node takes no other step meanwhile but a crash, which loses them.
+    pending: Option<(Vec<Durable>, Vec<Action>)>,
 }
 
 /// Who voted for one value at one (depth, ballot): a bit per node.
@@ -157,6 +166,8 @@ enum Step {
     },
     Transfer(usize),
     Crash(NodeId),
+    /// The pending turn's writes become durable and its other effects go out.
+    Sync(NodeId),
     Restart(NodeId),
     /// Restart from the first `records` WAL records and `blocks` blocks, as `--recover` does.
     Recover {
@@ -230,6 +241,7 @@ impl Benmo {
             amnesic,
             recovered: false,
             promised: Ballot::default(),
+            pending: None,
         }
     }
 
@@ -244,22 +256,57 @@ impl Benmo {
     /// One turn of node `x`: its pending link events, then `events`, at its clock. Returns
     /// None if the turn exceeds the election budget (not explored).
     fn turn(&self, s: &mut State, x: NodeId, events: Vec<Event>) -> Option<()> {
+        if s.nodes[x].pending.is_some() {
+            return None; // still syncing its last turn
+        }
         let mut core = s.node(x).core.take()?;
         let mut all = std::mem::take(&mut s.node(x).inbox);
         all.extend(events);
         let actions = self.handle_all(s, x, &mut core, all);
         s.node(x).core = Some(core);
         let turn = Turn::split(actions?);
-        for write in turn.writes {
+        // The split matters only if a crash may fall between: without one, keep states few.
+        let split = s.left.crashes > 0 && !turn.early.is_empty() && !turn.writes.is_empty();
+        for effect in turn.early {
+            assert!(self.effect(s, x, effect), "an early effect never crashes");
+        }
+        if split {
+            s.node(x).pending = Some((turn.writes, turn.effects));
+            return Some(());
+        }
+        self.finish(s, x, turn.writes, turn.effects)?;
+        let own = |e: &Event| matches!(e, Event::Message { from, .. } if *from == x);
+        if s.left.crashes == 0 && s.nodes[x].inbox.iter().any(own) {
+            // Its vote is durable now: count it at once (a schedule the shell may take), so
+            // that without crashes the states stay as few as before the split.
+            return self.turn(s, x, Vec::new());
+        }
+        Some(())
+    }
+
+    /// The rest of a turn once its writes are durable: the writes, then the other effects.
+    fn finish(
+        &self,
+        s: &mut State,
+        x: NodeId,
+        writes: Vec<Durable>,
+        effects: Vec<Action>,
+    ) -> Option<()> {
+        for write in writes {
             self.write(s, x, write)?;
         }
-        for effect in turn.effects {
+        for effect in effects {
             if !self.effect(s, x, effect) {
                 break;
             }
         }
         self.check_damaged(s);
         Some(())
+    }
+
+    fn sync(&self, s: &mut State, x: NodeId) -> Option<()> {
+        let (writes, effects) = s.node(x).pending.take()?;
+        self.finish(s, x, writes, effects)
     }
 
     /// Feeds the events to the core; a panic or a protocol `error:` becomes `s.fault`.
@@ -371,9 +418,12 @@ impl Benmo {
                 self.crash(s, x);
                 return false;
             }
+            Action::Loopback(env) => s.node(x).inbox.push(Event::Message { from: x, env }),
             Action::Fatal(line) => unreachable!("the model runs no start check: {line}"),
             Action::PrintChain { .. } => {}
-            Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
+            Action::Persist(_) | Action::Commit(_) | Action::Early(_) => {
+                unreachable!("a write or an early effect, split off by `Turn::split`")
+            }
         }
         true
     }
@@ -433,6 +483,7 @@ impl Benmo {
         let node = s.node(x);
         node.core = None;
         node.inbox.clear();
+        node.pending = None; // power lost during the fsync: the writes never made it
         for p in 0..n {
             s.net[x * n + p].clear();
             s.net[p * n + x].clear();
@@ -514,6 +565,13 @@ impl Benmo {
             out.push(Step::Restart(x));
             if l.recovers > 0 && s.damaged.is_none() {
                 self.recover_steps(s, x, out);
+            }
+            return;
+        }
+        if s.nodes[x].pending.is_some() {
+            out.push(Step::Sync(x));
+            if l.crashes > 0 {
+                out.push(Step::Crash(x));
             }
             return;
         }
@@ -624,6 +682,7 @@ impl Benmo {
     }
 
     fn compact(&self, s: &mut State, x: NodeId) -> Option<()> {
+        s.nodes[x].pending.is_none().then_some(())?; // the shell compacts after its sync
         take(&mut s.left.compactions)?;
         let live = s.nodes[x].core.as_ref()?.live_records();
         (live != s.nodes[x].records).then_some(())?;
@@ -653,6 +712,7 @@ impl Benmo {
                 self.crash(s, x);
                 Some(())
             }
+            Step::Sync(x) => self.sync(s, x),
             Step::Restart(x) => self.restart(s, x),
             Step::Recover {
                 node,
@@ -1018,7 +1078,7 @@ impl Config {
             budget: Budget::default(),
             amnesic: None,
             classroom: false,
-            max_states: 3_000_000,
+            max_states: 8_000_000,
             expect: Vec::new(),
         }
     }

@@ -278,8 +278,8 @@ impl Core {
             "a sealed block applies to the ledger it was sealed on"
         );
         l.next_depth += 1;
-        let mut acks = vec![false; self.n];
-        acks[self.id] = true;
+        // Our own vote counts once its record is durable (`Loopback`), as anyone else's.
+        let acks = vec![false; self.n];
         let fresh = l.inflight.insert(
             depth,
             Slot {
@@ -306,6 +306,9 @@ impl Core {
                 describe(&value)
             )
         });
+        self.loopback(Message::Accepted { ballot, depth }, out);
+        // The accept leaves while our own vote is still being written (Raft §10.2.1).
+        let start = out.len();
         self.broadcast(
             Message::Accept {
                 ballot,
@@ -314,7 +317,7 @@ impl Core {
             },
             out,
         );
-        self.check_chosen(depth, out);
+        Self::early_since(out, start);
     }
 
     pub(super) fn on_accepted(
@@ -384,7 +387,10 @@ impl Core {
             )
         });
         self.decided.insert(depth, slot.value);
+        // Chosen: a majority's votes are durable, so the decide waits for no write of ours.
+        let start = out.len();
         self.broadcast(Message::Decide { ballot, depth }, out);
+        Self::early_since(out, start);
         self.apply_decided(out);
     }
 

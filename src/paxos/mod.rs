@@ -195,7 +195,7 @@ pub enum Event {
 }
 
 /// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
-/// before it performs any `Send` or `Print` of that batch.
+/// before it performs any `Send` or `Print` of that batch, except those marked `Early`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Send {
@@ -220,6 +220,12 @@ pub enum Action {
     Crash,
     /// Stop with this `error:` line: going on could break a promise (see `StartCheck`).
     Fatal(String),
+    /// Hand this envelope back to this node, as from itself, once the turn's writes are
+    /// durable: a leader's own vote, which it counts only when its record is on disk.
+    Loopback(Envelope),
+    /// Carry this effect out at once, before the turn's writes are durable: it depends on
+    /// none of them (a leader's accept, a decide, a `committed` line for a chosen block).
+    Early(Box<Action>),
 }
 
 /// A write the shell makes durable before any effect of the same turn.
@@ -230,13 +236,17 @@ pub enum Durable {
 }
 
 /// One turn's actions split by the rule that lets Paxos survive a crash: every write of the
-/// turn is on disk (fsync) before any of its effects (send, print, serve, crash) happens.
-/// The node, the simulator and the core tests all carry out a turn through this one split.
+/// turn is on disk (fsync) before any of its effects (send, print, serve, crash) happens,
+/// except the early ones, which depend on no write of the turn and so leave first.
+/// The node, the simulator and the core tests all carry out a turn through this one split:
+/// `early`, then `writes` (a crash may stop the turn there and lose them), then `effects`.
 #[derive(Debug, Default)]
 pub struct Turn {
+    /// `Early` effects, unwrapped, in order: carried out before the writes.
+    pub early: Vec<Action>,
     /// `Persist` and `Commit`, in order.
     pub writes: Vec<Durable>,
-    /// Everything else, in order.
+    /// Everything else, in order, once the writes are durable.
     pub effects: Vec<Action>,
 }
 
@@ -247,6 +257,13 @@ impl Turn {
             match action {
                 Action::Persist(r) => turn.writes.push(Durable::Record(r)),
                 Action::Commit(b) => turn.writes.push(Durable::Block(b)),
+                Action::Early(effect) => {
+                    assert!(
+                        matches!(*effect, Action::Send { .. } | Action::Print(_)),
+                        "only a send or a line leaves early: {effect:?}"
+                    );
+                    turn.early.push(*effect)
+                }
                 effect => turn.effects.push(effect),
             }
         }
@@ -617,6 +634,23 @@ impl Core {
         self.send(self.others(), msg, out);
     }
 
+    /// Marks the actions pushed since `start` as early (see `Action::Early`).
+    fn early_since(out: &mut Vec<Action>, start: usize) {
+        let tail = out.split_off(start);
+        out.extend(tail.into_iter().map(|a| Action::Early(Box::new(a))));
+    }
+
+    /// Hands `msg` back to this node once the turn's writes are durable.
+    fn loopback(&self, msg: Message, out: &mut Vec<Action>) {
+        let depth = self.ledger.depth;
+        out.push(Action::Loopback(Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg,
+        }));
+    }
+
     fn log(&self, out: &mut Vec<Action>, text: impl FnOnce() -> String) {
         if self.verbose {
             out.push(Action::Print(format!(
@@ -661,7 +695,14 @@ impl Core {
     }
 
     fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
-        if from >= self.n || from == self.id || self.severed[from] {
+        if from == self.id {
+            // Only ever a `Loopback`: our own vote, now durable.
+            if let Message::Accepted { ballot, depth } = env.msg {
+                self.on_accepted(from, ballot, depth, out);
+            }
+            return;
+        }
+        if from >= self.n || self.severed[from] {
             return;
         }
         self.peer_depth[from] = self.peer_depth[from].max(env.depth);

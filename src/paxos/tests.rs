@@ -106,22 +106,26 @@ impl Cluster {
         out
     }
 
-    /// Writes first, then sends and prints.
+    /// Early effects, then writes, then the other sends and prints.
     fn carry_out(&mut self, x: NodeId, out: Vec<Action>) {
         let turn = Turn::split(out);
+        turn.early.into_iter().for_each(|a| self.effect(x, a));
         for write in turn.writes {
             match write {
                 Durable::Record(r) => self.disks[x].records.push(r),
                 Durable::Block(b) => self.disks[x].chain.push(b),
             }
         }
-        for action in turn.effects {
-            match action {
-                Action::Send { to, env } => to.iter().for_each(|&p| self.put(x, p, env.clone())),
-                Action::ServeBlocks { to, from } => self.serve(x, to, from),
-                Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l),
-                _ => {}
-            }
+        turn.effects.into_iter().for_each(|a| self.effect(x, a));
+    }
+
+    fn effect(&mut self, x: NodeId, action: Action) {
+        match action {
+            Action::Send { to, env } => to.iter().for_each(|&p| self.put(x, p, env.clone())),
+            Action::Loopback(env) => self.put(x, x, env),
+            Action::ServeBlocks { to, from } => self.serve(x, to, from),
+            Action::Print(l) if !l.starts_with("[paxos]") => self.lines[x].push(l),
+            _ => {}
         }
     }
 

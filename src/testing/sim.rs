@@ -3,11 +3,12 @@
 //! all driven by one random number generator, so that a seed replays exactly.
 //!
 //! What it reproduces of the real shell: a node takes its pending events as one batch, then
-//! one `Tick`; every `Persist` and `Commit` of the batch is durable before any `Send` or
-//! `Print` of it happens. A crash loses the node's memory, its inbox and every message in
-//! flight to or from it, but nothing durable; a crash in the middle of a batch makes only a
-//! prefix of its writes durable and performs none of its sends. A restart is
-//! `Core::recover` from the durable chain and records.
+//! one `Tick`; its early effects (`Turn::early`) happen first, then every `Persist` and
+//! `Commit` of the batch is durable before any other `Send` or `Print` of it happens. A
+//! crash loses the node's memory, its inbox and every message in flight to or from it, but
+//! nothing durable; a crash in the middle of a batch (after its early effects, as a power
+//! loss during the fsync) makes only a prefix of its writes durable and performs none of its
+//! other effects. A restart is `Core::recover` from the durable chain and records.
 //!
 //! What it throws at the protocol: message delays (so reordering), drops, duplicates,
 //! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, log compaction,
@@ -15,11 +16,13 @@
 //! overdrawing and invalid transfers (and read-only commands). Each seed picks its own mix of
 //! faults and timers ("swarm testing").
 //!
-//! What it checks, after every batch: no two nodes commit different blocks at one depth; every
+//! What it checks, after every batch: no two nodes commit different blocks at one depth; the
+//! first block committed at a depth is a value a majority durably voted for at one ballot; every
 //! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
 //! and no transfer twice; money is conserved; each node's ledger matches its disk; commands
 //! get exactly one `queued` or `error:` line, as the rules say, and `queued` only once the
-//! transfer is durable; read-only commands only print. After the faults stop (heal,
+//! transfer is durable; `committed` names the block the chain has (or, printed early, will
+//! have) at that depth; read-only commands only print. After the faults stop (heal,
 //! restart, no drops) it checks liveness: within `settle_ms` every acknowledged transfer is
 //! committed, every queue is empty and all chains are equal. A transfer whose `Queue` record
 //! a damaged disk lost is indeterminate: it may commit (once) or not. A transfer queued after
@@ -36,7 +39,10 @@
 
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
-use crate::paxos::{Action, Core, Durable, Envelope, Event, Message, Params, Record, Timing, Turn};
+use crate::paxos::{
+    Action, Ballot, Core, Durable, Envelope, Event, Message, Params, Proposal, Record, Timing,
+    Turn,
+};
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -284,6 +290,10 @@ struct Sim<'a> {
     truth: Truth,
     acked: BTreeSet<TxId>,
     announced: HashSet<TxId>,
+    /// `committed` lines printed before the truth had their depth: (node, id, depth).
+    claims: Vec<(NodeId, TxId, usize)>,
+    /// Every durable vote above the truth's chain: the value and who voted, a bit per node.
+    votes: BTreeMap<(u64, Ballot), (Proposal, u64)>,
     /// Acknowledged transfers whose `Queue` record was lost: they may commit, once, or not.
     indeterminate: BTreeSet<TxId>,
     stats: Stats,
@@ -326,6 +336,8 @@ impl<'a> Sim<'a> {
             },
             acked: BTreeSet::new(),
             announced: HashSet::new(),
+            claims: Vec::new(),
+            votes: BTreeMap::new(),
             indeterminate: BTreeSet::new(),
             stats: Stats::default(),
         };
@@ -363,6 +375,9 @@ impl<'a> Sim<'a> {
                 ));
             }
             self.run_until(self.now + 50)?;
+        }
+        if let Some((x, id, depth)) = self.claims.first() {
+            return Err(format!("node {x} printed committed {id} depth {depth}, never chosen"));
         }
         self.stats.settled_in = self.now - calm_at;
         self.stats.depth = self.truth.chain.len() as u64;
@@ -575,16 +590,17 @@ impl<'a> Sim<'a> {
         }
         self.trace(|| format!("n{x} -> {out:?}"));
         let turn = Turn::split(out);
+        let mut lines = self.perform(x, turn.early)?;
         if self.faults && self.rng.chance(self.knobs.torn) {
-            return self.torn(x, turn.writes).map(|_| Vec::new());
+            return self.torn(x, turn.writes).map(|_| lines);
         }
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        let lines = self.perform(x, turn.effects);
+        lines.extend(self.perform(x, turn.effects)?);
         if let Some(trace) = &mut self.nodes[x].trace {
             trace.flush().expect("the simulator's trace is writable");
         }
-        lines
+        Ok(lines)
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
@@ -593,6 +609,14 @@ impl<'a> Sim<'a> {
         self.trace(|| format!("n{x} torn batch: {kept} of {} writes", writes.len()));
         self.stats.torn += 1;
         self.durable(x, &writes[..kept])?;
+        // A block lost with the tail is committed again, and its lines printed again.
+        for w in &writes[kept..] {
+            if let Durable::Block(b) = w {
+                for t in b.transfers.iter().filter(|t| t.id.node == x) {
+                    self.announced.remove(&t.id);
+                }
+            }
+        }
         self.crash(x);
         Ok(())
     }
@@ -600,7 +624,10 @@ impl<'a> Sim<'a> {
     fn durable(&mut self, x: NodeId, writes: &[Durable]) -> Result<(), String> {
         for write in writes {
             match write {
-                Durable::Record(r) => self.nodes[x].records.push(r.clone()),
+                Durable::Record(r) => {
+                    self.vote(x, r)?;
+                    self.nodes[x].records.push(r.clone())
+                }
                 Durable::Block(b) => self.commit(x, b)?,
             }
         }
@@ -608,6 +635,10 @@ impl<'a> Sim<'a> {
     }
 
     fn commit(&mut self, x: NodeId, b: &Block) -> Result<(), String> {
+        if b.depth as usize > self.truth.chain.len() {
+            let below = self.nodes[x].disk.clone();
+            self.check_chosen(b, &below)?;
+        }
         let node = &mut self.nodes[x];
         node.disk
             .apply(b)
@@ -624,11 +655,82 @@ impl<'a> Sim<'a> {
                 ))
             }
             Some(_) => {}
-            None => self.truth.admit(b)?,
+            None => {
+                self.truth.admit(b)?;
+                self.settle_claims()?;
+            }
         }
         let total = self.nodes[x].disk.total();
         if total != (BALANCE * self.cfg.nodes as u64) as u128 {
             return Err(format!("node {x}: money not conserved ({total})"));
+        }
+        Ok(())
+    }
+
+    /// Notes a durable vote; one (depth, ballot) has one value.
+    fn vote(&mut self, x: NodeId, r: &Record) -> Result<(), String> {
+        let Record::Accept {
+            depth,
+            ballot,
+            value,
+        } = r
+        else {
+            return Ok(());
+        };
+        if *depth <= self.truth.chain.len() as u64 {
+            return Ok(()); // decided already: checked when it was first committed
+        }
+        let (v, who) = self
+            .votes
+            .entry((*depth, *ballot))
+            .or_insert((value.clone(), 0));
+        if v != value {
+            return Err(format!("two values voted at depth {depth} ballot {ballot}"));
+        }
+        *who |= 1 << x;
+        Ok(())
+    }
+
+    /// The first block committed at its depth must be a value a majority durably voted for:
+    /// nothing is decided, or printed `committed`, on votes a crash could still take back.
+    /// `below` is the ledger the block was sealed on.
+    fn check_chosen(&mut self, b: &Block, below: &Ledger) -> Result<(), String> {
+        let quorum = self.cfg.nodes / 2 + 1;
+        let chosen = self
+            .votes
+            .range((b.depth, Ballot::default())..)
+            .take_while(|((d, _), _)| *d == b.depth)
+            .filter(|(_, (_, who))| who.count_ones() as usize >= quorum)
+            .any(|(_, (v, _))| below.seal(v.proposer, &v.transfers) == *b);
+        if !chosen {
+            return Err(format!(
+                "block {} committed without a majority's durable votes for it",
+                b.depth
+            ));
+        }
+        self.votes = self.votes.split_off(&(b.depth + 1, Ballot::default()));
+        Ok(())
+    }
+
+    /// Checks the `committed` lines whose depth the truth now has.
+    fn settle_claims(&mut self) -> Result<(), String> {
+        let have = self.truth.chain.len();
+        let (due, later) = std::mem::take(&mut self.claims)
+            .into_iter()
+            .partition(|c| c.2 <= have);
+        self.claims = later;
+        for (x, id, depth) in due {
+            self.check_claim(x, id, depth)?;
+        }
+        Ok(())
+    }
+
+    fn check_claim(&self, x: NodeId, id: TxId, depth: usize) -> Result<(), String> {
+        let on_chain = self.truth.chain.get(depth.wrapping_sub(1));
+        if id.node != x || !on_chain.is_some_and(|b| b.transfers.iter().any(|t| t.id == id)) {
+            return Err(format!(
+                "node {x} printed committed {id} depth {depth}, not what the chain says"
+            ));
         }
         Ok(())
     }
@@ -664,7 +766,10 @@ impl<'a> Sim<'a> {
                 }
                 Action::Fatal(line) => return Err(format!("node {x} stopped: {line}")),
                 Action::PrintChain { .. } => {}
-                Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
+                Action::Loopback(env) => self.nodes[x].inbox.push(Event::Message { from: x, env }),
+                Action::Persist(_) | Action::Commit(_) | Action::Early(_) => {
+                    unreachable!("a write or an early effect, split off by `Turn::split`")
+                }
             }
         }
         Ok(lines)
@@ -730,12 +835,9 @@ impl<'a> Sim<'a> {
             }
             (Some("committed"), Some(id)) => {
                 let depth: usize = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
-                let on_chain = self.truth.chain.get(depth.wrapping_sub(1));
-                if id.node != x || !on_chain.is_some_and(|b| b.transfers.iter().any(|t| t.id == id))
-                {
-                    return Err(format!(
-                        "node {x} printed {line:?}, not what the chain says"
-                    ));
+                match depth <= self.truth.chain.len() {
+                    true => self.check_claim(x, id, depth)?,
+                    false => self.claims.push((x, id, depth)), // printed early: checked later
                 }
                 if !self.announced.insert(id) {
                     return Err(format!("node {x} announced {id} committed twice"));
