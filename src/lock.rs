@@ -231,7 +231,10 @@ mod tests {
         let me = Some(std::process::id());
         assert_eq!(busy_with(check(dir.path()), dir.path()), me);
         assert_eq!(busy_with(acquire(dir.path()), dir.path()), me);
-        assert!(!dir.path().join(LOCK_FILE).exists(), "check creates nothing");
+        assert!(
+            !dir.path().join(LOCK_FILE).exists(),
+            "check creates nothing"
+        );
     }
 
     #[test]
@@ -263,8 +266,14 @@ mod tests {
         fs::write(&path, "").unwrap();
         let holder = File::open(&path).unwrap();
         holder.try_lock().unwrap();
-        assert_eq!(busy_with(acquire(dir.path()), &path), Some(std::process::id()));
-        assert_eq!(busy_with(check(dir.path()), &path), Some(std::process::id()));
+        assert_eq!(
+            busy_with(acquire(dir.path()), &path),
+            Some(std::process::id())
+        );
+        assert_eq!(
+            busy_with(check(dir.path()), &path),
+            Some(std::process::id())
+        );
     }
 
     #[test]

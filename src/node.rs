@@ -328,7 +328,8 @@ impl EventLoop {
         let mut actions = Vec::new();
         let (id, own) = (self.core.id(), std::mem::take(&mut self.own));
         for env in own {
-            self.core.handle(now, Event::Message { from: id, env }, &mut actions);
+            self.core
+                .handle(now, Event::Message { from: id, env }, &mut actions);
         }
         for item in batch.drain(..) {
             match item {

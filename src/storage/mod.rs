@@ -83,7 +83,10 @@ pub enum StoreError {
     NoSuperblock(PathBuf),
     /// A file the running store writes was deleted or replaced under it: what it wrote
     /// since is not in the file at that path.
-    Replaced { file: PathBuf, how: &'static str },
+    Replaced {
+        file: PathBuf,
+        how: &'static str,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -290,7 +293,10 @@ impl Store {
         create_with(&dir.join(CHAIN), &chain)?;
         create_with(&dir.join(WAL), &wal)?;
         let state = State {
-            chain: Mark::of(chain.len() as u64, &chain[chain.len().saturating_sub(TAIL)..]),
+            chain: Mark::of(
+                chain.len() as u64,
+                &chain[chain.len().saturating_sub(TAIL)..],
+            ),
             blocks: 0,
             wal: Mark::of(wal.len() as u64, &wal[wal.len().saturating_sub(TAIL)..]),
             old_wal: None,

@@ -713,7 +713,10 @@ fn sync_after(tamper: impl FnOnce(&Path)) -> (TempDir, PathBuf, StoreError) {
     tamper(&dir);
     store.append(&records()[1]).unwrap();
     let err = store.sync().unwrap_err();
-    assert!(store.append(&records()[2]).is_err(), "the store is poisoned");
+    assert!(
+        store.append(&records()[2]).is_err(),
+        "the store is poisoned"
+    );
     (tmp, dir, err)
 }
 

@@ -40,8 +40,7 @@
 use crate::commands::Command;
 use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
 use crate::paxos::{
-    Action, Ballot, Core, Durable, Envelope, Event, Message, Params, Proposal, Record, Timing,
-    Turn,
+    Action, Ballot, Core, Durable, Envelope, Event, Message, Params, Proposal, Record, Timing, Turn,
 };
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -156,6 +155,8 @@ struct Knobs {
     partition: bool,
     torn: u64,
     serve_max: usize,
+    /// The longest a tick batch's fsync takes, in ms (0: at once). Drawn from `Sim::slow`.
+    sync_max: u64,
     /// Per mille of crashes that damage the disk (WAL and/or chain), if no node is damaged.
     /// Drawn, like every damage, from `Sim::harm`, so that a seed without damage runs as it
     /// did before this fault existed.
@@ -163,7 +164,7 @@ struct Knobs {
 }
 
 impl Knobs {
-    fn pick(rng: &mut Rng, harm: &mut Rng) -> Knobs {
+    fn pick(rng: &mut Rng, harm: &mut Rng, slow: &mut Rng) -> Knobs {
         Knobs {
             drop: [0, 10, 50, 200][rng.below(4)],
             dup: [0, 20, 100][rng.below(3)],
@@ -176,6 +177,7 @@ impl Knobs {
             torn: [0, 5, 30][rng.below(3)],
             serve_max: rng.range(1, 8) as usize,
             damage: [0, 0, 100, 300][harm.below(4)],
+            sync_max: [0, 0, 3, 30][slow.below(4)],
         }
     }
 
@@ -186,6 +188,8 @@ impl Knobs {
             delay_max: self.delay_max.min(20),
             torn: 0,
             damage: 0,
+            // Slow disks stretch a classroom round past its rivals' election delays.
+            sync_max: self.sync_max.min(2),
             ..self.clone()
         }
     }
@@ -205,6 +209,11 @@ enum Item {
     Client,
     Fault,
     Restart(NodeId),
+    /// A delayed fsync completes: the batch's writes are durable, its other effects go out.
+    Synced {
+        node: NodeId,
+        life: u64,
+    },
 }
 
 /// One machine: the process (if up) and its disk.
@@ -225,6 +234,9 @@ struct Node {
     floor: u64,
     /// This incarnation's message trace, when `SimConfig::trace_dir` is set.
     trace: Option<TraceWriter>,
+    /// A tick batch whose early effects went out and whose fsync has not completed: its
+    /// writes and other effects. The node takes no other batch meanwhile; a crash loses them.
+    pending: Option<(Vec<Durable>, Vec<Action>)>,
 }
 
 impl Node {
@@ -274,6 +286,8 @@ struct Sim<'a> {
     rng: Rng,
     /// A second generator for disk damage alone (see `Knobs::damage`).
     harm: Rng,
+    /// A third for fsync delays alone, so that a seed without them runs as before.
+    slow: Rng,
     knobs: Knobs,
     timing: Timing,
     now: u64,
@@ -312,12 +326,14 @@ impl<'a> Sim<'a> {
         let n = cfg.nodes;
         let mut rng = Rng::new(seed);
         let mut harm = Rng::new(seed ^ 0xDA6A_6ED0_15C5_0000);
-        let knobs = Knobs::pick(&mut rng, &mut harm);
+        let mut slow = Rng::new(seed ^ 0x5105_F5C0_0000_0000);
+        let knobs = Knobs::pick(&mut rng, &mut harm, &mut slow);
         let timing = random_timing(&mut rng);
         let mut sim = Sim {
             cfg,
             rng,
             harm,
+            slow,
             knobs,
             timing,
             now: 0,
@@ -352,6 +368,7 @@ impl<'a> Sim<'a> {
                 amnesic: false,
                 floor: 0,
                 trace: None,
+                pending: None,
             });
         }
         sim
@@ -377,7 +394,9 @@ impl<'a> Sim<'a> {
             self.run_until(self.now + 50)?;
         }
         if let Some((x, id, depth)) = self.claims.first() {
-            return Err(format!("node {x} printed committed {id} depth {depth}, never chosen"));
+            return Err(format!(
+                "node {x} printed committed {id} depth {depth}, never chosen"
+            ));
         }
         self.stats.settled_in = self.now - calm_at;
         self.stats.depth = self.truth.chain.len() as u64;
@@ -422,6 +441,12 @@ impl<'a> Sim<'a> {
             Item::Client => self.client()?,
             Item::Fault => self.fault()?,
             Item::Restart(x) => self.restart(x),
+            Item::Synced { node, life }
+                if self.nodes[node].life == life && self.nodes[node].pending.is_some() =>
+            {
+                self.synced(node)?
+            }
+            Item::Synced { .. } => {}
         }
         Ok(())
     }
@@ -543,6 +568,11 @@ impl<'a> Sim<'a> {
         node.trace = None;
         node.inbox.clear();
         node.life += 1;
+        if let Some((writes, _)) = node.pending.take() {
+            // Power lost during the fsync: none of the batch's writes made it.
+            self.trace(|| format!("n{x} loses {} unsynced writes", writes.len()));
+            self.forget_lost_blocks(x, &writes);
+        }
         self.stats.crashes += 1;
         self.relink(before);
         if self.faults && self.may_damage(x) && self.harm.chance(self.knobs.damage) {
@@ -558,12 +588,13 @@ impl<'a> Sim<'a> {
     fn tick(&mut self, x: NodeId) -> Result<(), String> {
         let mut events = std::mem::take(&mut self.nodes[x].inbox);
         events.push(Event::Tick);
-        let lines = self.batch(x, events)?;
+        let delay = self.slow.range(0, self.knobs.sync_max);
+        let lines = self.batch(x, events, delay)?;
         if let Some(line) = lines.iter().find(|l| is_error(l)) {
             return Err(format!("node {x} printed {line:?}"));
         }
-        if self.nodes[x].core.is_none() {
-            return Ok(()); // crashed during the batch; a restart brings its own ticks
+        if self.nodes[x].core.is_none() || self.nodes[x].pending.is_some() {
+            return Ok(()); // crashed (a restart brings its own ticks), or syncing (`synced`)
         }
         let life = self.nodes[x].life;
         let next = self.now + self.rng.range(1, self.knobs.tick_max);
@@ -572,8 +603,15 @@ impl<'a> Sim<'a> {
     }
 
     /// Feeds a batch to node `x` and carries out its actions as the shell does. Returns the
-    /// printed lines (none if the node crashed in the middle of the batch).
-    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<String>, String> {
+    /// printed lines (only the early ones if the node crashed in the middle of the batch, or
+    /// if its fsync takes `sync_ms` and so completes in `synced`).
+    fn batch(
+        &mut self,
+        x: NodeId,
+        events: Vec<Event>,
+        sync_ms: u64,
+    ) -> Result<Vec<String>, String> {
+        assert!(self.nodes[x].pending.is_none(), "one batch at a time");
         self.stats.batches += 1;
         let now = self.now;
         let node = &mut self.nodes[x];
@@ -591,6 +629,12 @@ impl<'a> Sim<'a> {
         self.trace(|| format!("n{x} -> {out:?}"));
         let turn = Turn::split(out);
         let mut lines = self.perform(x, turn.early)?;
+        if sync_ms > 0 && !turn.writes.is_empty() {
+            self.nodes[x].pending = Some((turn.writes, turn.effects));
+            let life = self.nodes[x].life;
+            self.at(self.now + sync_ms, Item::Synced { node: x, life });
+            return Ok(lines);
+        }
         if self.faults && self.rng.chance(self.knobs.torn) {
             return self.torn(x, turn.writes).map(|_| lines);
         }
@@ -609,15 +653,38 @@ impl<'a> Sim<'a> {
         self.trace(|| format!("n{x} torn batch: {kept} of {} writes", writes.len()));
         self.stats.torn += 1;
         self.durable(x, &writes[..kept])?;
-        // A block lost with the tail is committed again, and its lines printed again.
-        for w in &writes[kept..] {
+        self.forget_lost_blocks(x, &writes[kept..]);
+        self.crash(x);
+        Ok(())
+    }
+
+    /// A block lost before it was durable is committed again, and its lines printed again.
+    fn forget_lost_blocks(&mut self, x: NodeId, lost: &[Durable]) {
+        for w in lost {
             if let Durable::Block(b) = w {
                 for t in b.transfers.iter().filter(|t| t.id.node == x) {
                     self.announced.remove(&t.id);
                 }
             }
         }
-        self.crash(x);
+    }
+
+    /// The delayed fsync of `x`'s last tick batch completes; then its next tick is due.
+    fn synced(&mut self, x: NodeId) -> Result<(), String> {
+        let (writes, effects) = self.nodes[x].pending.take().expect("a sync is pending");
+        self.durable(x, &writes)?;
+        self.check_node(x)?;
+        let lines = self.perform(x, effects)?;
+        if let Some(line) = lines.iter().find(|l| is_error(l)) {
+            return Err(format!("node {x} printed {line:?}"));
+        }
+        if let Some(trace) = &mut self.nodes[x].trace {
+            trace.flush().expect("the simulator's trace is writable");
+        }
+        if self.nodes[x].core.is_some() {
+            let (life, next) = (self.nodes[x].life, self.now + 1);
+            self.at(next, Item::Tick { node: x, life });
+        }
         Ok(())
     }
 
@@ -856,8 +923,8 @@ impl<'a> Sim<'a> {
             self.at(self.now + gap, Item::Client);
         }
         let x = self.rng.below(self.cfg.nodes);
-        if self.nodes[x].core.is_none() {
-            return Ok(());
+        if self.nodes[x].core.is_none() || self.nodes[x].pending.is_some() {
+            return Ok(()); // down, or busy syncing: the client tries another node later
         }
         if self.rng.chance(50) {
             let cmd = [
@@ -875,7 +942,7 @@ impl<'a> Sim<'a> {
             .core
             .as_ref()
             .is_some_and(|c| !c.recovering() && valid(c, &cmd));
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick], 0)?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
@@ -939,7 +1006,10 @@ impl<'a> Sim<'a> {
 
     /// A command that must not fail, as one batch.
     fn command(&mut self, x: NodeId, cmd: Command) -> Result<(), String> {
-        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick])?;
+        if self.nodes[x].pending.is_some() {
+            self.synced(x)?; // as the shell: the command waits for the sync in progress
+        }
+        let lines = self.batch(x, vec![Event::Command(cmd.clone()), Event::Tick], 0)?;
         match lines.iter().find(|l| is_error(l)) {
             Some(line) => Err(format!("node {x}: {cmd:?} answered {line:?}")),
             None => Ok(()),
@@ -978,7 +1048,8 @@ impl<'a> Sim<'a> {
     /// The real node rewrites its log to the live records now and then.
     fn compact(&mut self, x: NodeId) {
         let node = &mut self.nodes[x];
-        if let Some(core) = &node.core {
+        if let (Some(core), None) = (&node.core, &node.pending) {
+            // After a sync, as the shell does: the live records are all durable then.
             node.records = core.live_records();
         }
     }
@@ -1092,6 +1163,7 @@ impl<'a> Sim<'a> {
         let depth = self.truth.chain.len();
         self.nodes.iter().all(|node| {
             node.chain.len() == depth
+                && node.pending.is_none()
                 && node
                     .core
                     .as_ref()
