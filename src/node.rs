@@ -318,7 +318,14 @@ impl EventLoop {
                     item => batch.push(item),
                 }
             }
+            let idle = batch.is_empty() && wait == TICK;
             self.turn(&mut batch);
+            if idle {
+                // Nothing waits: bring the superblock up to the last sync (see `Store::settle`).
+                self.store
+                    .settle()
+                    .unwrap_or_else(|e| fatal(&store_error(&e)));
+            }
         }
     }
 
