@@ -44,6 +44,7 @@ impl Core {
             amount,
         };
         self.next_own_seq += 1;
+        self.unsynced_from.get_or_insert(t.id.seq);
         self.queue.insert(t.id.seq, t);
         self.queued_total += t.amount;
         out.push(Action::Persist(Record::Queue(t)));

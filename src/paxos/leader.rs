@@ -307,7 +307,15 @@ impl Core {
             )
         });
         self.loopback(Message::Accepted { ballot, depth }, out);
-        // The accept leaves while our own vote is still being written (Raft §10.2.1).
+        // The accept leaves while our own vote is still being written (Raft §10.2.1), unless
+        // it carries a transfer of ours whose queue record is in this turn's writes too.
+        let unsynced = self.unsynced_from.is_some_and(|from| {
+            let me = self.id;
+            value
+                .transfers
+                .iter()
+                .any(|t| t.debit() == me && t.id.seq >= from)
+        });
         let start = out.len();
         self.broadcast(
             Message::Accept {
@@ -317,7 +325,9 @@ impl Core {
             },
             out,
         );
-        Self::early_since(out, start);
+        if !unsynced {
+            Self::early_since(out, start);
+        }
     }
 
     pub(super) fn on_accepted(

@@ -402,6 +402,9 @@ pub struct Core {
     next_own_seq: u64,
     /// The highest sequence number of our own queue offered to the leader so far.
     offered_upto: u64,
+    /// The first of our own transfers queued since the last tick, in this turn: its `Queue`
+    /// record is not durable yet, so an accept carrying it may not leave early.
+    unsynced_from: Option<u64>,
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
@@ -483,6 +486,7 @@ impl Core {
             queued_total: 0,
             next_own_seq: ledger.next_seq[id],
             offered_upto: 0,
+            unsynced_from: None,
             forwarded_at: None,
             severed: vec![false; params.nodes],
             link_up: vec![false; params.nodes],
@@ -598,7 +602,10 @@ impl Core {
             }
             Event::Message { from, env } => self.on_envelope(from, env, out),
             Event::Link { peer, up } => self.on_link(peer, up, out),
-            Event::Tick => self.on_tick(out),
+            Event::Tick => {
+                self.on_tick(out);
+                self.unsynced_from = None; // a turn ends with its tick
+            }
         }
     }
 

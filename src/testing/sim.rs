@@ -622,7 +622,9 @@ impl<'a> Sim<'a> {
                 eprintln!("{now:>7} n{x} <- {event:?}");
             }
             if let (Some(trace), Event::Message { from, env }) = (&mut node.trace, &event) {
-                trace.received(now, *from, env.id, &env.msg);
+                if *from != x {
+                    trace.received(now, *from, env.id, &env.msg); // not its own vote: never sent
+                }
             }
             core.handle(now, event, &mut out);
         }
