@@ -29,7 +29,6 @@ fn is_log(path: &Path) -> bool {
     name.ends_with(".stderr") || name.starts_with("trace.log")
 }
 
-/// Every file and dir under `dir` with its mode and bytes, except the logs above.
 /// A snapshot once the files stop changing: an idle node brings its superblock up to its
 /// last sync (`Store::settle`) once, a tick after it.
 fn settled_snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
@@ -45,6 +44,7 @@ fn settled_snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     before
 }
 
+/// Every file and dir under `dir` with its mode and bytes, except the logs above.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
@@ -243,7 +243,7 @@ fn init_refuses_a_live_cluster_whose_lock_files_were_deleted() {
         .collect();
     let rm = Command::new("rm").args(&locks).status().unwrap();
     assert!(rm.success(), "rm failed");
-    let before = snapshot(&c.data);
+    let before = settled_snapshot(&c.data);
     let key = fs::read(c.data.join("cluster.key")).unwrap();
 
     for args in [
