@@ -185,6 +185,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         full: opts.verbose_full,
         shown: prompt,
         gate: Gate::new(opts.hold.clone()),
+        own: Vec::new(),
     }
     .run(net_rx, local_rx);
     Ok(())
@@ -366,16 +367,22 @@ struct EventLoop {
     shown: Prompt,
     /// Holds and drops outgoing messages on request (`pause`, `drop`, `--hold`).
     gate: Gate,
+    /// `Loopback` envelopes, fed to the core at the start of the next turn.
+    own: Vec<Envelope>,
 }
 
 impl EventLoop {
     fn run(mut self, net: Receiver<Event>, local: Receiver<Local>) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            let wait = match self.own.is_empty() {
+                true => TICK,
+                false => Duration::ZERO, // our own vote is waiting to be counted
+            };
             let first = select! {
                 recv(net) -> e => e.ok().map(Local::Event),
                 recv(local) -> l => Some(l.unwrap_or(Local::Stop)),
-                default(TICK) => None,
+                default(wait) => None,
             };
             let more = std::iter::from_fn(|| {
                 local
@@ -394,9 +401,16 @@ impl EventLoop {
                     item => batch.push(item),
                 }
             }
+            let idle = batch.is_empty() && wait == TICK;
             self.turn(&mut batch);
             if stop {
                 return self.stop();
+            }
+            if idle {
+                // Nothing waits: bring the superblock up to the last sync (see `Store::settle`).
+                self.store
+                    .settle()
+                    .unwrap_or_else(|e| fatal(&store_error(&e)));
             }
         }
     }
@@ -407,6 +421,9 @@ impl EventLoop {
         let mut open = self.core.open_turn(now);
         // pause/step/go/drop act on the shell's gate, after the core's turn is closed.
         let mut gates = Vec::new();
+        for env in std::mem::take(&mut self.own) {
+            open.handle(Event::Loopback(env)); // our own vote, durable since the last turn
+        }
         for item in batch.drain(..) {
             match item {
                 Local::Event(e) => {
@@ -434,14 +451,17 @@ impl EventLoop {
         gates
             .into_iter()
             .for_each(|cmd| self.gate_command(cmd, &mut say));
-        turn.effects
-            .splice(0..0, say.into_iter().map(Action::Shell));
-        self.persist(&turn.writes);
+        turn.early.splice(0..0, say.into_iter().map(Action::Shell));
         let shown = self.shown.clone();
         let mut on_screen = shown.lock();
         let stdout = io::stdout();
         let buffered = io::BufWriter::with_capacity(1 << 16, stdout.lock());
         let mut out = Screen::new(buffered, &mut on_screen);
+        for action in turn.early {
+            self.perform(action, &mut out); // sends pass the gate like any other
+        }
+        out.flush().ok();
+        self.persist(&turn.writes);
         for action in turn.effects {
             self.perform(action, &mut out);
         }
@@ -521,7 +541,10 @@ impl EventLoop {
                 eprintln!("error: {}", render::fatal(&why));
                 std::process::exit(1);
             }
-            Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
+            Action::Loopback(env) => self.own.push(env),
+            Action::Persist(_) | Action::Commit(_) | Action::Early(_) => {
+                unreachable!("a write or an early effect, split off by `Turn::split`")
+            }
         }
     }
 
@@ -644,6 +667,8 @@ impl EventLoop {
 
     fn stop(mut self) {
         self.store.sync().ok();
+        self.store.settle().ok(); // `exit` skips the store's drop, which would settle
+
         if let Some(trace) = &mut self.trace {
             trace.stopped(trace::now_ms()).ok();
         }

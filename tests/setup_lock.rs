@@ -29,6 +29,21 @@ fn is_log(path: &Path) -> bool {
     name.ends_with(".stderr") || name.starts_with("trace.log")
 }
 
+/// A snapshot once the files stop changing: an idle node brings its superblock up to its
+/// last sync (`Store::settle`) once, a tick after it.
+fn settled_snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut before = snapshot(dir);
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = snapshot(dir);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+}
+
 /// Every file and dir under `dir` with its mode and bytes, except the logs above.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     use std::os::unix::fs::PermissionsExt;
@@ -178,7 +193,7 @@ fn init_refuses_while_a_node_runs_and_the_cluster_goes_on() {
     commits(&mut c, 0, 1, 5);
     c.converge(WAIT).unwrap();
     let pids: Vec<u32> = (0..3).map(|i| c.node(i).pid()).collect();
-    let before = snapshot(&c.data);
+    let before = settled_snapshot(&c.data);
     let key = fs::read(c.data.join("cluster.key")).unwrap();
 
     for args in [
@@ -228,7 +243,7 @@ fn init_refuses_a_live_cluster_whose_lock_files_were_deleted() {
         .collect();
     let rm = Command::new("rm").args(&locks).status().unwrap();
     assert!(rm.success(), "rm failed");
-    let before = snapshot(&c.data);
+    let before = settled_snapshot(&c.data);
     let key = fs::read(c.data.join("cluster.key")).unwrap();
 
     for args in [
@@ -302,7 +317,7 @@ fn cluster_sh_start_refuses_a_live_data_dir_and_changes_nothing() {
     let conf = fs::read_to_string(c.data.join("cluster.conf")).unwrap();
     let node0 = conf.lines().find(|l| l.starts_with("node 0 ")).unwrap();
     let port = node0.rsplit(':').next().unwrap().to_string();
-    let before = snapshot(&c.data);
+    let before = settled_snapshot(&c.data);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh");
     let cluster_sh = |data: &Path, args: &[&str]| {
         run(Command::new("bash")

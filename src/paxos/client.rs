@@ -82,6 +82,7 @@ impl Core {
             "the queue holds only transfers the chain has not committed"
         );
         self.next_own_seq += 1;
+        self.unsynced_from.get_or_insert(t.id.seq);
         self.queue.insert(t.id.seq, t);
         self.queued_total += t.amount;
         assert!(

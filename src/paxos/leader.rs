@@ -333,8 +333,8 @@ impl Core {
             "a sealed block applies to the ledger it was sealed on"
         );
         l.next_depth += 1;
-        let mut acks = vec![false; self.n];
-        acks[self.id] = true;
+        // Our own vote counts once its record is durable (`Loopback`), as anyone else's.
+        let acks = vec![false; self.n];
         let fresh = l.inflight.insert(
             depth,
             Slot {
@@ -360,6 +360,17 @@ impl Core {
             depth,
             value: value.clone(),
         });
+        self.loopback(Message::Accepted { ballot, depth }, out);
+        // The accept leaves while our own vote is still being written (Raft §10.2.1), unless
+        // it carries a transfer of ours whose queue record is in this turn's writes too.
+        let unsynced = self.unsynced_from.is_some_and(|from| {
+            let me = self.id;
+            value
+                .transfers
+                .iter()
+                .any(|t| t.debit() == me && t.id.seq >= from)
+        });
+        let start = out.len();
         self.broadcast(
             Message::Accept {
                 ballot,
@@ -373,9 +384,11 @@ impl Core {
                 out,
                 |r| matches!(r, Record::Accept { depth: d, ballot: b, .. } if (*d, *b) == (depth, ballot))
             ),
-            "a leader's own vote is on disk before its Accept is sent"
+            "a leader's own vote is in this turn's writes, before its Accept"
         );
-        self.check_chosen(depth, out);
+        if !unsynced {
+            Self::early_since(out, start);
+        }
     }
 
     pub(super) fn on_accepted(
@@ -468,7 +481,10 @@ impl Core {
             before.is_none_or(|v| v == slot.value),
             "a chosen value is never replaced"
         );
+        // Chosen: a majority's votes are durable, so the decide waits for no write of ours.
+        let start = out.len();
         self.broadcast(Message::Decide { ballot, depth }, out);
+        Self::early_since(out, start);
         self.apply_decided(out);
     }
 

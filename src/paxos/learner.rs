@@ -96,7 +96,10 @@ impl Core {
             transfers: block.transfers.len(),
         });
         out.push(Action::Commit(block));
+        // The block is chosen, so durable at a majority: the lines need not wait for our copy.
+        let start = out.len();
         out.extend(lines.into_iter().map(Action::Reply));
+        Self::early_since(out, start);
         if self.vote_floor > 0 && depth == self.vote_floor {
             Self::caught_up(depth, out);
         }

@@ -204,10 +204,13 @@ pub enum Event {
     },
     /// Time has passed (or a batch of events ended): run timers and propose.
     Tick,
+    /// An `Action::Loopback` envelope handed back by the shell once the turn that made it is
+    /// durable. Only the shell makes one: a network message never claims to be from us.
+    Loopback(Envelope),
 }
 
 /// What the shell must do. It writes every `Persist` and `Commit` of a batch to disk (fsync)
-/// before it performs any `Send` or `Reply` of that batch.
+/// before it performs any `Send` or `Reply` of that batch, except those marked `Early`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Send {
@@ -237,6 +240,12 @@ pub enum Action {
     Crash,
     /// Stop, saying why: going on could break a promise (see `StartCheck`).
     Fatal(Fatal),
+    /// Hand this envelope back to this node once the turn's writes are durable, as
+    /// `Event::Loopback`: a leader's own vote, which it counts only when its record is on disk.
+    Loopback(Envelope),
+    /// Carry this effect out at once, before the turn's writes are durable: it depends on
+    /// none of them (a leader's accept, a decide, a `committed` reply for a chosen block).
+    Early(Box<Action>),
 }
 
 /// A write the shell makes durable before any effect of the same turn.
@@ -247,13 +256,17 @@ pub enum Durable {
 }
 
 /// One turn's actions split by the rule that lets Paxos survive a crash: every write of the
-/// turn is on disk (fsync) before any of its effects (send, print, serve, crash) happens.
-/// The node, the simulator and the core tests all carry out a turn through this one split.
+/// turn is on disk (fsync) before any of its effects (send, print, serve, crash) happens,
+/// except the early ones, which depend on no write of the turn and so leave first.
+/// The node, the simulator and the core tests all carry out a turn through this one split:
+/// `early`, then `writes` (a crash may stop the turn there and lose them), then `effects`.
 #[derive(Debug, Default)]
 pub struct Turn {
+    /// `Early` effects, unwrapped, in order: carried out before the writes.
+    pub early: Vec<Action>,
     /// `Persist` and `Commit`, in order.
     pub writes: Vec<Durable>,
-    /// Everything else, in order.
+    /// Everything else, in order, once the writes are durable.
     pub effects: Vec<Action>,
 }
 
@@ -264,6 +277,16 @@ impl Turn {
             match action {
                 Action::Persist(r) => turn.writes.push(Durable::Record(r)),
                 Action::Commit(b) => turn.writes.push(Durable::Block(b)),
+                Action::Early(effect) => {
+                    assert!(
+                        matches!(
+                            *effect,
+                            Action::Send { .. } | Action::Reply(_) | Action::Narrate(_)
+                        ),
+                        "only a send, a reply or a narrated step leaves early: {effect:?}"
+                    );
+                    turn.early.push(*effect)
+                }
                 effect => turn.effects.push(effect),
             }
         }
@@ -446,6 +469,9 @@ pub struct Core {
     next_own_seq: u64,
     /// The highest sequence number of our own queue offered to the leader so far.
     offered_upto: u64,
+    /// The first of our own transfers queued since the last tick, in this turn: its `Queue`
+    /// record is not durable yet, so an accept carrying it may not leave early.
+    unsynced_from: Option<u64>,
     forwarded_at: Option<u64>,
     // Links and catch-up.
     severed: Vec<bool>,
@@ -531,6 +557,7 @@ impl Core {
             queued_total: 0,
             next_own_seq: ledger.next_seq[id],
             offered_upto: 0,
+            unsynced_from: None,
             forwarded_at: None,
             severed: vec![false; params.nodes],
             severed_by: Diagnostic(vec![false; params.nodes]),
@@ -674,7 +701,11 @@ impl Core {
             Event::Command(cmd) => self.on_command(cmd, out),
             Event::Message { from, env } => self.on_envelope(from, env, out),
             Event::Link { peer, up } => self.on_link(peer, up, out),
-            Event::Tick => self.on_tick(out),
+            Event::Loopback(env) => self.on_loopback(env, out),
+            Event::Tick => {
+                self.on_tick(out);
+                self.unsynced_from = None; // a turn ends with its tick
+            }
         }
     }
 
@@ -713,6 +744,23 @@ impl Core {
 
     fn broadcast(&self, msg: Message, out: &mut Vec<Action>) {
         self.send(self.others(), msg, out);
+    }
+
+    /// Marks the actions pushed since `start` as early (see `Action::Early`).
+    fn early_since(out: &mut Vec<Action>, start: usize) {
+        let tail = out.split_off(start);
+        out.extend(tail.into_iter().map(|a| Action::Early(Box::new(a))));
+    }
+
+    /// Hands `msg` back to this node once the turn's writes are durable.
+    fn loopback(&self, msg: Message, out: &mut Vec<Action>) {
+        let depth = self.ledger.depth;
+        out.push(Action::Loopback(Envelope {
+            depth,
+            id: 0,
+            seq: 0,
+            msg,
+        }));
     }
 
     /// Narrates a step in verbose mode; `step` is built only then.
@@ -755,6 +803,14 @@ impl Core {
         if let Some(t) = self.queue.remove(&seq) {
             self.queued_total -= t.amount;
         }
+    }
+
+    /// Our own vote, now durable (`Action::Loopback`): counted as anyone else's.
+    fn on_loopback(&mut self, env: Envelope, out: &mut Vec<Action>) {
+        let Message::Accepted { ballot, depth } = env.msg else {
+            unreachable!("only a leader's own vote loops back: {env:?}");
+        };
+        self.on_accepted(self.id, ballot, depth, out);
     }
 
     fn on_envelope(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {

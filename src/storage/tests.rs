@@ -567,6 +567,26 @@ fn a_chain_that_lost_its_last_synced_block_is_refused() {
     );
 }
 
+/// A power loss in the middle of a sync: the superblock write (which claims only what the
+/// sync before made durable) landed, the data did not, or only in part. That is a torn tail,
+/// cut off, not a lost one: every node of a cluster that lost power restarts on its own.
+#[test]
+fn a_superblock_written_beside_a_torn_sync_claims_only_the_sync_before() {
+    let (_tmp, dir) = fresh(&chain(1), &records()[..1]);
+    let wal = dir.join(WAL);
+    let mut store = open(&dir).unwrap().store;
+    store.append(&records()[1]).unwrap();
+    store.sync().unwrap();
+    let before = len(&wal);
+    store.append(&records()[2]).unwrap();
+    store.sync().unwrap();
+    std::mem::forget(store); // the power went: no clean close records this sync
+    set_len(&wal, before + 10);
+    let opened = open(&dir).unwrap();
+    assert_eq!(opened.records, records()[..2]);
+    assert_eq!(opened.repairs.len(), 1, "{:?}", opened.repairs);
+}
+
 #[test]
 fn a_whole_cluster_power_loss_is_a_plain_restart() {
     // Written and fsynced, but the crash came before the superblock said so.

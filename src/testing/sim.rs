@@ -3,11 +3,12 @@
 //! all driven by one random number generator, so that a seed replays exactly.
 //!
 //! What it reproduces of the real shell: a node takes its pending events as one batch, then
-//! one `Tick`; every `Persist` and `Commit` of the batch is durable before any `Send` or
-//! `Reply` of it happens. A crash loses the node's memory, its inbox and every message in
-//! flight to or from it, but nothing durable; a crash in the middle of a batch makes only a
-//! prefix of its writes durable and performs none of its sends. A restart is
-//! `Core::restore` from the durable chain and records.
+//! one `Tick`; its early effects (`Turn::early`) happen first, then every `Persist` and
+//! `Commit` of the batch is durable before any other `Send` or `Reply` of it happens. A
+//! crash loses the node's memory, its inbox and every message in flight to or from it, but
+//! nothing durable; a crash in the middle of a batch (after its early effects, as a power
+//! loss during the fsync) makes only a prefix of its writes durable and performs none of its
+//! other effects. A restart is `Core::restore` from the durable chain and records.
 //!
 //! What it throws at the protocol: message delays (so reordering), drops, duplicates,
 //! partitions and heals, `severLink`/`restoreLink`, crashes and restarts, pauses (a node
@@ -16,11 +17,13 @@
 //! and clients that submit valid, overdrawing and invalid transfers (and read-only commands).
 //! Each seed picks its own mix of faults and timers ("swarm testing").
 //!
-//! What it checks, after every batch: no two nodes commit different blocks at one depth; every
+//! What it checks, after every batch: no two nodes commit different blocks at one depth; the
+//! first block committed at a depth is a value a majority durably voted for at one ballot; every
 //! block is valid on the state below it (checked independently of `Ledger`), with no overdraft
 //! and no transfer twice; money is conserved; each node's ledger matches its disk; commands
 //! get exactly one `Queued` or `Refused` reply, as the rules say, and `Queued` only once the
-//! transfer is durable; read-only commands only print. After the faults stop (heal,
+//! transfer is durable; `Committed` names the block the chain has (or, sent early, will
+//! have) at that depth; read-only commands only print. After the faults stop (heal,
 //! restart, no drops) it checks liveness: within `settle_ms` every acknowledged transfer is
 //! committed, every queue is empty and all chains are equal. A transfer whose `Queue` record
 //! a damaged disk lost is indeterminate: it may commit (once) or not. A transfer queued after
@@ -36,10 +39,10 @@
 //! random number generators, so a seed runs the same with or without it.
 
 use crate::commands::Command;
-use crate::ledger::{Block, Hash, Ledger, NodeId, TxId};
+use crate::ledger::{Block, Hash, Ledger, NodeId, Transfer, TxId};
 use crate::paxos::{
-    check_transfer, Action, Core, Durable, Envelope, Event, Judge, Message, Params, Record,
-    Refusal, Reply, Request, Timing,
+    check_transfer, Action, Ballot, Core, Durable, Envelope, Event, Judge, Message, Params,
+    Proposal, Record, Refusal, Reply, Request, Timing,
 };
 use crate::trace::TraceWriter;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -158,6 +161,8 @@ struct Knobs {
     partition: bool,
     torn: u64,
     serve_max: usize,
+    /// The longest a tick batch's fsync takes, in ms (0: at once). Drawn from `Sim::slow`.
+    sync_max: u64,
     /// Per mille of crashes that damage the disk (WAL and/or chain), if no node is damaged.
     /// Drawn, like every damage, from `Sim::harm`, so that a seed without damage runs as it
     /// did before this fault existed.
@@ -168,7 +173,7 @@ struct Knobs {
 }
 
 impl Knobs {
-    fn pick(rng: &mut Rng, harm: &mut Rng, stall: &mut Rng) -> Knobs {
+    fn pick(rng: &mut Rng, harm: &mut Rng, stall: &mut Rng, slow: &mut Rng) -> Knobs {
         Knobs {
             drop: [0, 10, 50, 200][rng.below(4)],
             dup: [0, 20, 100][rng.below(3)],
@@ -182,6 +187,7 @@ impl Knobs {
             serve_max: rng.range(1, 8) as usize,
             damage: [0, 0, 100, 300][harm.below(4)],
             pause: [0, 100, 300, 600][stall.below(4)],
+            sync_max: [0, 0, 3, 30][slow.below(4)],
         }
     }
 
@@ -193,6 +199,8 @@ impl Knobs {
             torn: 0,
             damage: 0,
             pause: 0,
+            // Slow disks stretch a classroom round past its rivals' election delays.
+            sync_max: self.sync_max.min(2),
             ..self.clone()
         }
     }
@@ -212,6 +220,11 @@ enum Item {
     Client,
     Fault,
     Restart(NodeId),
+    /// A delayed fsync completes: the batch's writes are durable, its other effects go out.
+    Synced {
+        node: NodeId,
+        life: u64,
+    },
 }
 
 /// One machine: the process (if up) and its disk.
@@ -234,6 +247,9 @@ struct Node {
     trace: Option<TraceWriter>,
     /// Stopped (SIGSTOP, a long fsync) until then: it runs no turn, its messages queue.
     paused_until: u64,
+    /// A tick batch whose early effects went out and whose fsync has not completed: its
+    /// writes and other effects. The node takes no other batch meanwhile; a crash loses them.
+    pending: Option<(Vec<Durable>, Vec<Action>)>,
 }
 
 impl Node {
@@ -285,6 +301,8 @@ struct Sim<'a> {
     harm: Rng,
     /// A third for pauses alone (see `Knobs::pause`).
     stall: Rng,
+    /// A third for fsync delays alone, so that a seed without them runs as before.
+    slow: Rng,
     knobs: Knobs,
     timing: Timing,
     now: u64,
@@ -301,6 +319,10 @@ struct Sim<'a> {
     truth: Truth,
     acked: BTreeSet<TxId>,
     announced: HashSet<TxId>,
+    /// `committed` lines printed before the truth had their depth: (node, id, depth).
+    claims: Vec<(NodeId, Transfer, usize)>,
+    /// Every durable vote above the truth's chain: the value and who voted, a bit per node.
+    votes: BTreeMap<(u64, Ballot), (Proposal, u64)>,
     /// Acknowledged transfers whose `Queue` record was lost: they may commit, once, or not.
     indeterminate: BTreeSet<TxId>,
     stats: Stats,
@@ -320,7 +342,8 @@ impl<'a> Sim<'a> {
         let mut rng = Rng::new(seed);
         let mut harm = Rng::new(seed ^ 0xDA6A_6ED0_15C5_0000);
         let mut stall = Rng::new(seed ^ 0x57A1_1ED0_0000_0000);
-        let mut knobs = Knobs::pick(&mut rng, &mut harm, &mut stall);
+        let mut slow = Rng::new(seed ^ 0x5105_F5C0_0000_0000);
+        let mut knobs = Knobs::pick(&mut rng, &mut harm, &mut stall, &mut slow);
         knobs.pause *= cfg.pauses as u64;
         let timing = random_timing(&mut rng);
         let mut sim = Sim {
@@ -328,6 +351,7 @@ impl<'a> Sim<'a> {
             rng,
             harm,
             stall,
+            slow,
             knobs,
             timing,
             now: 0,
@@ -346,6 +370,8 @@ impl<'a> Sim<'a> {
             },
             acked: BTreeSet::new(),
             announced: HashSet::new(),
+            claims: Vec::new(),
+            votes: BTreeMap::new(),
             indeterminate: BTreeSet::new(),
             stats: Stats::default(),
         };
@@ -361,6 +387,7 @@ impl<'a> Sim<'a> {
                 floor: 0,
                 trace: None,
                 paused_until: 0,
+                pending: None,
             });
         }
         sim
@@ -384,6 +411,11 @@ impl<'a> Sim<'a> {
                 ));
             }
             self.run_until(self.now + 50)?;
+        }
+        if let Some((x, transfer, depth)) = self.claims.first() {
+            return Err(format!(
+                "node {x} answered committed {transfer:?} depth {depth}, never chosen"
+            ));
         }
         self.stats.settled_in = self.now - calm_at;
         self.stats.depth = self.truth.chain.len() as u64;
@@ -428,6 +460,12 @@ impl<'a> Sim<'a> {
             Item::Client => self.client()?,
             Item::Fault => self.fault()?,
             Item::Restart(x) => self.restart(x),
+            Item::Synced { node, life }
+                if self.nodes[node].life == life && self.nodes[node].pending.is_some() =>
+            {
+                self.synced(node)?
+            }
+            Item::Synced { .. } => {}
         }
         Ok(())
     }
@@ -550,6 +588,11 @@ impl<'a> Sim<'a> {
         node.inbox.clear();
         node.life += 1;
         node.paused_until = 0;
+        if let Some((writes, _)) = node.pending.take() {
+            // Power lost during the fsync: none of the batch's writes made it.
+            self.trace(|| format!("n{x} loses {} unsynced writes", writes.len()));
+            self.forget_lost_blocks(x, &writes);
+        }
         self.stats.crashes += 1;
         self.relink(before);
         if self.faults && self.may_damage(x) && self.harm.chance(self.knobs.damage) {
@@ -568,12 +611,13 @@ impl<'a> Sim<'a> {
             self.trace(|| format!("n{x} wakes to {} events", events.len()));
             self.stats.longest_wake = self.stats.longest_wake.max(events.len() as u64);
         }
-        let replies = self.batch(x, events)?;
+        let delay = self.slow.range(0, self.knobs.sync_max);
+        let replies = self.batch(x, events, delay)?;
         if let Some(r) = replies.iter().find(|r| is_failure(r)) {
             return Err(format!("node {x} answered {r:?}"));
         }
-        if self.nodes[x].core.is_none() {
-            return Ok(()); // crashed during the batch; a restart brings its own ticks
+        if self.nodes[x].core.is_none() || self.nodes[x].pending.is_some() {
+            return Ok(()); // crashed (a restart brings its own ticks), or syncing (`synced`)
         }
         let life = self.nodes[x].life;
         let next = self.now + self.rng.range(1, self.knobs.tick_max);
@@ -582,8 +626,10 @@ impl<'a> Sim<'a> {
     }
 
     /// Feeds a batch to node `x` and carries out its actions as the shell does. Returns the
-    /// replies (none if the node crashed in the middle of the batch).
-    fn batch(&mut self, x: NodeId, events: Vec<Event>) -> Result<Vec<Reply>, String> {
+    /// replies (only the early ones if the node crashed in the middle of the batch, or if
+    /// its fsync takes `sync_ms` and so completes in `synced`).
+    fn batch(&mut self, x: NodeId, events: Vec<Event>, sync_ms: u64) -> Result<Vec<Reply>, String> {
+        assert!(self.nodes[x].pending.is_none(), "one batch at a time");
         self.stats.batches += 1;
         let now = self.now;
         let node = &mut self.nodes[x];
@@ -598,16 +644,23 @@ impl<'a> Sim<'a> {
         });
         let turn = core.turn(now, events);
         self.trace(|| format!("n{x} -> {turn:?}"));
+        let mut replies = self.perform(x, turn.early)?;
+        if sync_ms > 0 && !turn.writes.is_empty() {
+            self.nodes[x].pending = Some((turn.writes, turn.effects));
+            let life = self.nodes[x].life;
+            self.at(self.now + sync_ms, Item::Synced { node: x, life });
+            return Ok(replies);
+        }
         if self.faults && self.rng.chance(self.knobs.torn) {
-            return self.torn(x, turn.writes).map(|_| Vec::new());
+            return self.torn(x, turn.writes).map(|_| replies);
         }
         self.durable(x, &turn.writes)?;
         self.check_node(x)?;
-        let replies = self.perform(x, turn.effects);
+        replies.extend(self.perform(x, turn.effects)?);
         if let Some(trace) = &mut self.nodes[x].trace {
             trace.flush().expect("the simulator's trace is writable");
         }
-        replies
+        Ok(replies)
     }
 
     /// A crash while the batch's writes are going to disk: a prefix of them survives.
@@ -616,14 +669,48 @@ impl<'a> Sim<'a> {
         self.trace(|| format!("n{x} torn batch: {kept} of {} writes", writes.len()));
         self.stats.torn += 1;
         self.durable(x, &writes[..kept])?;
+        self.forget_lost_blocks(x, &writes[kept..]);
         self.crash(x);
+        Ok(())
+    }
+
+    /// A block lost before it was durable is committed again, and its lines printed again.
+    fn forget_lost_blocks(&mut self, x: NodeId, lost: &[Durable]) {
+        for w in lost {
+            if let Durable::Block(b) = w {
+                for t in b.transfers.iter().filter(|t| t.id.node == x) {
+                    self.announced.remove(&t.id);
+                }
+            }
+        }
+    }
+
+    /// The delayed fsync of `x`'s last tick batch completes; then its next tick is due.
+    fn synced(&mut self, x: NodeId) -> Result<(), String> {
+        let (writes, effects) = self.nodes[x].pending.take().expect("a sync is pending");
+        self.durable(x, &writes)?;
+        self.check_node(x)?;
+        let replies = self.perform(x, effects)?;
+        if let Some(r) = replies.iter().find(|r| is_failure(r)) {
+            return Err(format!("node {x} answered {r:?}"));
+        }
+        if let Some(trace) = &mut self.nodes[x].trace {
+            trace.flush().expect("the simulator's trace is writable");
+        }
+        if self.nodes[x].core.is_some() {
+            let (life, next) = (self.nodes[x].life, self.now + 1);
+            self.at(next, Item::Tick { node: x, life });
+        }
         Ok(())
     }
 
     fn durable(&mut self, x: NodeId, writes: &[Durable]) -> Result<(), String> {
         for write in writes {
             match write {
-                Durable::Record(r) => self.nodes[x].records.push(r.clone()),
+                Durable::Record(r) => {
+                    self.vote(x, r)?;
+                    self.nodes[x].records.push(r.clone())
+                }
                 Durable::Block(b) => self.commit(x, b)?,
             }
         }
@@ -631,6 +718,10 @@ impl<'a> Sim<'a> {
     }
 
     fn commit(&mut self, x: NodeId, b: &Block) -> Result<(), String> {
+        if b.depth as usize > self.truth.chain.len() {
+            let below = self.nodes[x].disk.clone();
+            self.check_chosen(b, &below)?;
+        }
         let node = &mut self.nodes[x];
         node.disk
             .apply(b)
@@ -647,11 +738,82 @@ impl<'a> Sim<'a> {
                 ))
             }
             Some(_) => {}
-            None => self.truth.admit(b)?,
+            None => {
+                self.truth.admit(b)?;
+                self.settle_claims()?;
+            }
         }
         let total = self.nodes[x].disk.total();
         if total != (BALANCE * self.cfg.nodes as u64) as u128 {
             return Err(format!("node {x}: money not conserved ({total})"));
+        }
+        Ok(())
+    }
+
+    /// Notes a durable vote; one (depth, ballot) has one value.
+    fn vote(&mut self, x: NodeId, r: &Record) -> Result<(), String> {
+        let Record::Accept {
+            depth,
+            ballot,
+            value,
+        } = r
+        else {
+            return Ok(());
+        };
+        if *depth <= self.truth.chain.len() as u64 {
+            return Ok(()); // decided already: checked when it was first committed
+        }
+        let (v, who) = self
+            .votes
+            .entry((*depth, *ballot))
+            .or_insert((value.clone(), 0));
+        if v != value {
+            return Err(format!("two values voted at depth {depth} ballot {ballot}"));
+        }
+        *who |= 1 << x;
+        Ok(())
+    }
+
+    /// The first block committed at its depth must be a value a majority durably voted for:
+    /// nothing is decided, or printed `committed`, on votes a crash could still take back.
+    /// `below` is the ledger the block was sealed on.
+    fn check_chosen(&mut self, b: &Block, below: &Ledger) -> Result<(), String> {
+        let quorum = self.cfg.nodes / 2 + 1;
+        let chosen = self
+            .votes
+            .range((b.depth, Ballot::default())..)
+            .take_while(|((d, _), _)| *d == b.depth)
+            .filter(|(_, (_, who))| who.count_ones() as usize >= quorum)
+            .any(|(_, (v, _))| below.seal(v.proposer, &v.transfers) == *b);
+        if !chosen {
+            return Err(format!(
+                "block {} committed without a majority's durable votes for it",
+                b.depth
+            ));
+        }
+        self.votes = self.votes.split_off(&(b.depth + 1, Ballot::default()));
+        Ok(())
+    }
+
+    /// Checks the `committed` lines whose depth the truth now has.
+    fn settle_claims(&mut self) -> Result<(), String> {
+        let have = self.truth.chain.len();
+        let (due, later) = std::mem::take(&mut self.claims)
+            .into_iter()
+            .partition(|c| c.2 <= have);
+        self.claims = later;
+        for (x, id, depth) in due {
+            self.check_claim(x, id, depth)?;
+        }
+        Ok(())
+    }
+
+    fn check_claim(&self, x: NodeId, transfer: Transfer, depth: usize) -> Result<(), String> {
+        let on_chain = self.truth.chain.get(depth.wrapping_sub(1));
+        if transfer.id.node != x || !on_chain.is_some_and(|b| b.transfers.contains(&transfer)) {
+            return Err(format!(
+                "node {x} answered committed {transfer:?} depth {depth}, not what the chain says"
+            ));
         }
         Ok(())
     }
@@ -688,7 +850,10 @@ impl<'a> Sim<'a> {
                 }
                 Action::Fatal(why) => return Err(format!("node {x} stopped: {why:?}")),
                 Action::PrintChain { .. } => {}
-                Action::Persist(_) | Action::Commit(_) => unreachable!("a write, not an effect"),
+                Action::Loopback(env) => self.nodes[x].inbox.push(Event::Loopback(env)),
+                Action::Persist(_) | Action::Commit(_) | Action::Early(_) => {
+                    unreachable!("a write or an early effect, split off by `Turn::split`")
+                }
             }
         }
         Ok(replies)
@@ -750,12 +915,10 @@ impl<'a> Sim<'a> {
                 self.stats.lost_ids += 1;
             }
             Reply::Committed { transfer, depth } => {
-                let id = transfer.id;
-                let on_chain = self.truth.chain.get((depth as usize).wrapping_sub(1));
-                if id.node != x || !on_chain.is_some_and(|b| b.transfers.contains(&transfer)) {
-                    return Err(format!(
-                        "node {x} answered {reply:?}, not what the chain says"
-                    ));
+                let (id, depth) = (transfer.id, depth as usize);
+                match depth <= self.truth.chain.len() {
+                    true => self.check_claim(x, transfer, depth)?,
+                    false => self.claims.push((x, transfer, depth)), // sent early: checked later
                 }
                 if !self.announced.insert(id) {
                     return Err(format!("node {x} announced {id} committed twice"));
@@ -777,6 +940,9 @@ impl<'a> Sim<'a> {
         if self.nodes[x].core.is_none() || self.paused(x) {
             return Ok(()); // no answer, as from a stopped process; the client gives up
         }
+        if self.nodes[x].pending.is_some() {
+            return Ok(()); // busy syncing: the client tries another node later
+        }
         if self.rng.chance(50) {
             let cmd = [
                 Command::PrintBlockchain { full: false },
@@ -790,7 +956,7 @@ impl<'a> Sim<'a> {
         }
         let cmd = self.random_transfer(x);
         let expected = judge(self.nodes[x].core.as_ref().expect("checked above"), &cmd);
-        let replies = self.batch(x, vec![Event::Command(cmd.clone())])?;
+        let replies = self.batch(x, vec![Event::Command(cmd.clone())], 0)?;
         if self.nodes[x].core.is_none() {
             return Ok(()); // crashed mid-batch: no answer is owed
         }
@@ -858,7 +1024,8 @@ impl<'a> Sim<'a> {
     /// turn while its messages queue, then handles them all in one turn, the tick last, at
     /// the time it wakes. Its pending tick goes stale; the wake-up is its next tick.
     fn pause(&mut self, x: NodeId) {
-        if self.nodes[x].core.is_none() || self.paused(x) {
+        // Not mid-sync: the pause would outlive the pending sync's completion (its `life`).
+        if self.nodes[x].core.is_none() || self.paused(x) || self.nodes[x].pending.is_some() {
             return;
         }
         let length = self.stall.range(1, 2 * self.timing.leader_timeout_ms);
@@ -893,7 +1060,10 @@ impl<'a> Sim<'a> {
             self.nodes[x].inbox.push(Event::Command(cmd));
             return Ok(());
         }
-        let replies = self.batch(x, vec![Event::Command(cmd.clone())])?;
+        if self.nodes[x].pending.is_some() {
+            self.synced(x)?; // as the shell: the command waits for the sync in progress
+        }
+        let replies = self.batch(x, vec![Event::Command(cmd.clone())], 0)?;
         match replies.iter().find(|r| is_failure(r)) {
             Some(r) => Err(format!("node {x}: {cmd:?} answered {r:?}")),
             None => Ok(()),
@@ -932,7 +1102,8 @@ impl<'a> Sim<'a> {
     /// The real node rewrites its log to the live records now and then.
     fn compact(&mut self, x: NodeId) {
         let node = &mut self.nodes[x];
-        if let Some(core) = &node.core {
+        if let (Some(core), None) = (&node.core, &node.pending) {
+            // After a sync, as the shell does: the live records are all durable then.
             node.records = core.live_records();
         }
     }
@@ -1046,6 +1217,7 @@ impl<'a> Sim<'a> {
         let depth = self.truth.chain.len();
         self.nodes.iter().all(|node| {
             node.chain.len() == depth
+                && node.pending.is_none()
                 && node
                     .core
                     .as_ref()
