@@ -84,9 +84,12 @@ impl Options {
             None => DEFAULT_CLIENTS.to_vec(),
         };
         let duration = match args.value("--duration")? {
-            Some(d) => cli::parse_duration(&d).filter(|&ms| ms > 0).ok_or(format!(
-                "--duration: expected a time such as 5s or 500ms, not '{d}'"
-            ))?,
+            // A unit is required: a bare `3` would be 3 ms, surely not what was meant.
+            Some(d) => cli::parse_duration(&d)
+                .filter(|&ms| ms > 0 && d.ends_with('s'))
+                .ok_or(format!(
+                    "--duration: expected a time with its unit, such as 5s or 500ms, not '{d}'"
+                ))?,
             None => 5_000,
         };
         let opts = Options {
@@ -897,6 +900,10 @@ mod tests {
             (&["--clients"], "needs a value"),
             (&["--duration", "0s"], "--duration: expected a time"),
             (&["--duration", "soon"], "--duration: expected a time"),
+            (
+                &["--duration", "3"],
+                "--duration: expected a time with its unit",
+            ),
             (
                 &["--crash-loop", "2", "--clients", "1,16"],
                 "one concurrency",

@@ -479,16 +479,21 @@ impl Store {
     /// for idle moments and a clean close, when nothing waits on the fsync.
     pub fn settle(&mut self) -> Result<(), StoreError> {
         self.usable()?;
-        if self.settled {
+        // Files no longer ours (moved, replaced, deleted) are left alone here: the next
+        // write's sync stops the node and says which (an idle check could race a `mv`).
+        let ours = || {
+            self.chain.check_still_ours()?;
+            self.wal.check_still_ours()?;
+            self.superblock.check_still_ours()
+        };
+        if self.settled || ours().is_err() {
             return Ok(());
         }
-        self.chain.check_still_ours()?;
-        self.wal.check_still_ours()?;
         let result = self.superblock.update(&self.state());
         self.poisoned = result.is_err();
         result?;
         self.settled = true;
-        self.superblock.check_still_ours()
+        Ok(())
     }
 
     /// What is durable now, as the superblock records it.
