@@ -51,7 +51,7 @@ fn dispatch(mut words: Vec<String>) -> Result<ExitCode, Fail> {
         other => return Err(unknown_command(other)),
     };
     if args.help() || help == cli::USAGE {
-        println!("{help}");
+        say(help);
         return Ok(ExitCode::SUCCESS);
     }
     run(&command, args)
@@ -61,7 +61,7 @@ fn run(command: &str, args: Args) -> Result<ExitCode, Fail> {
     match command {
         "init" => {
             let opts = InitOptions::parse(args).map_err(Fail::usage("init"))?;
-            println!("{}", cli::init(&opts).map_err(Fail::Run)?);
+            say(&cli::init(&opts).map_err(Fail::Run)?);
         }
         "node" => {
             let opts = NodeOptions::parse(args).map_err(Fail::usage("node"))?;
@@ -81,8 +81,15 @@ fn run(command: &str, args: Args) -> Result<ExitCode, Fail> {
 }
 
 fn version() -> Result<ExitCode, Fail> {
-    println!("benmo {}", env!("CARGO_PKG_VERSION"));
+    say(&format!("benmo {}", env!("CARGO_PKG_VERSION")));
     Ok(ExitCode::SUCCESS)
+}
+
+/// One result on stdout. A reader that stopped early (`benmo node --help | head -1`) is not
+/// an error worth a panic, so a failed write is ignored (`println!` would panic).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 fn unknown_command(word: &str) -> Fail {
