@@ -23,6 +23,7 @@ mod client;
 mod command;
 mod follower;
 mod leader;
+mod leadership;
 mod learner;
 mod outcome;
 mod roles;
@@ -31,7 +32,7 @@ mod startcheck;
 use amnesia::Amnesia;
 pub use amnesia::ProbeReply;
 pub use command::{check_transfer, Command, Judge, Request};
-use leader::{Candidacy, Leadership};
+use leadership::{Candidacy, Leadership};
 pub use outcome::{
     Asked, Fatal, LinkState, Refusal, Reply, RoleName, RoleView, StateView, Status, Step, StepDown,
 };
