@@ -147,14 +147,18 @@ fn kernel_holder(file: &File) -> Option<u32> {
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
+    let mut pids = locks.lines().filter_map(|line| {
         let words: Vec<&str> = line.split_whitespace().collect();
         // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5325785 0 EOF`; waiters have `->` first.
         match words.as_slice() {
-            [_, "FLOCK", _, _, pid, id, ..] if *id == want => pid.parse().ok(),
+            [_, "FLOCK", _, _, pid, id, ..] if *id == want => pid.parse::<u32>().ok(),
             _ => None,
         }
-    })
+    });
+    // A deleted file still locked through an open descriptor keeps its line, and its inode
+    // number may be reused: two holders of one inode is ambiguous, so trust the PID file.
+    let first = pids.next()?;
+    pids.all(|p| p == first).then_some(first)
 }
 
 fn write_pid(file: &File, pid: u32) -> io::Result<()> {
@@ -263,7 +267,8 @@ mod tests {
         // Older versions lock only `lock`: the dir is free, the file is not.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);
-        fs::write(&path, "").unwrap();
+        // As older versions wrote it: their PID, padded.
+        fs::write(&path, format!("{:<PID_WIDTH$}\n", std::process::id())).unwrap();
         let holder = File::open(&path).unwrap();
         holder.try_lock().unwrap();
         assert_eq!(
