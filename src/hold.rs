@@ -8,8 +8,10 @@ use crate::ledger::NodeId;
 use crate::paxos::{Envelope, Message};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
-/// A kind of message, as typed in `drop KIND PEER` and `--hold KIND,...`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A kind of message, as typed in `drop KIND PEER` and `--hold KIND,...` and as the trace
+/// writes it (the lowercase name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Hello,
     Prepare,
@@ -410,6 +412,14 @@ fn peers(to: &[NodeId]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_the_name_the_trace_writes() {
+        for &(name, kind) in NAMES {
+            let read: Kind = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!((read, kind.name()), (kind, name));
+        }
+    }
     use crate::paxos::Ballot;
 
     fn env(msg: Message) -> Envelope {

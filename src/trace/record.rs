@@ -115,7 +115,7 @@ pub(crate) struct Summary<'a>(pub &'a Message);
 impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("kind", kind_name(self.0))?;
+        m.serialize_entry("kind", Kind::of(self.0).name())?;
         match self.0 {
             Message::Hello | Message::Severed => {}
             Message::Prepare { ballot, depth }
@@ -157,48 +157,9 @@ impl Serialize for Summary<'_> {
     }
 }
 
-fn kind_name(msg: &Message) -> &'static str {
-    match msg {
-        Message::Hello => "hello",
-        Message::Prepare { .. } => "prepare",
-        Message::Promise { .. } => "promise",
-        Message::Reject { .. } => "reject",
-        Message::Accept { .. } => "accept",
-        Message::Accepted { .. } => "accepted",
-        Message::Decide { .. } => "decide",
-        Message::Heartbeat { .. } => "heartbeat",
-        Message::Forward { .. } => "forward",
-        Message::CatchUp { .. } => "catchup",
-        Message::Blocks { .. } => "blocks",
-        Message::Probe { .. } => "probe",
-        Message::ProbeReply { .. } => "probereply",
-        Message::StartCheck { .. } => "startcheck",
-        Message::StartSeen { .. } => "startseen",
-        Message::Severed => "severed",
-    }
-}
-
-/// A message kind as read back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Hello,
-    Prepare,
-    Promise,
-    Reject,
-    Accept,
-    Accepted,
-    Decide,
-    Heartbeat,
-    Forward,
-    Catchup,
-    Blocks,
-    Probe,
-    Probereply,
-    Startcheck,
-    Startseen,
-    Severed,
-}
+/// A message kind, as written and read back: the one list of kinds, shared with `drop`
+/// and `--hold` (see `hold::Kind`).
+pub use crate::hold::Kind;
 
 /// A value as read back: up to `VALUE_IDS` transfer ids and the full count.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
